@@ -1,0 +1,172 @@
+"""Typed configuration: dataclasses as the schema, YAML files for presets, dotted command-line overrides.
+
+OmegaConf does the merging and type checking; this module only adds the range checks it cannot express.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainer.errors import UserError
+
+FASHION_MNIST_TRAIN_SIZE = 60_000
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class ConfigError(UserError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    root: str = field(default_factory=lambda: os.environ.get("FASHION_MNIST_ROOT", "data"))
+    download: bool = True
+    val_size: int = 5000
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet5"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 0
+    amp: bool = True
+
+
+@dataclass
+class LogConfig:
+    every: Optional[int] = None
+    val_subset: int = 1024
+
+
+@dataclass
+class TensorBoardConfig:
+    enabled: bool = True
+    images: bool = True
+    graph: bool = True
+    embeddings: bool = True
+    embedding_samples: int = 1000
+    eval_views: bool = True
+    hparams: bool = True
+    config_text: bool = True
+    histograms: bool = False
+
+
+@dataclass
+class OutputConfig:
+    root: str = "runs"
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = None
+
+
+@dataclass
+class DistConfig:
+    backend: Optional[str] = None
+    nproc_per_node: int = 1
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "auto"
+    resume: Optional[str] = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) -> DictConfig:
+    """Schema <- YAML file <- `key.sub=value` overrides, checked for unknown keys, types and ranges."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        from_file = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML ({type(exc).__name__})") from None
+    if from_file is None:
+        from_file = {}
+    if not isinstance(from_file, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+    try:
+        cfg = OmegaConf.merge(
+            OmegaConf.structured(Config), OmegaConf.create(from_file), OmegaConf.from_dotlist(list(overrides))
+        )
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    check_ranges(cfg)
+    return cfg
+
+
+def _describe(exc: OmegaConfBaseException, path: Path) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    message = str(exc).strip().splitlines()[0]
+    if "not in struct" in message or "Key '" in message and "not in" in message:
+        return f"unknown config key {key!r} (from {path} or the command line)"
+    if key:
+        return f"bad value for config key {key!r}: {message}"
+    return f"invalid config: {message}"
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    problems = []
+    if cfg.train.lr <= 0:
+        problems.append(f"train.lr must be positive (got {cfg.train.lr})")
+    if cfg.train.max_epochs < 1:
+        problems.append(f"train.max_epochs must be at least 1 (got {cfg.train.max_epochs})")
+    if cfg.train.batch_size < 1:
+        problems.append(f"train.batch_size must be at least 1 (got {cfg.train.batch_size})")
+    if not 1 <= cfg.data.val_size < FASHION_MNIST_TRAIN_SIZE:
+        problems.append(
+            f"data.val_size must be between 1 and {FASHION_MNIST_TRAIN_SIZE - 1} (got {cfg.data.val_size})"
+        )
+    if cfg.train.momentum < 0 or cfg.train.weight_decay < 0 or cfg.train.warmup_epochs < 0:
+        problems.append("train.momentum, train.weight_decay and train.warmup_epochs must not be negative")
+    if cfg.train.optimizer not in ("sgd", "adamw"):
+        problems.append(f"train.optimizer must be sgd or adamw (got {cfg.train.optimizer!r})")
+    if cfg.train.early_stopping_patience < 0:
+        problems.append("train.early_stopping_patience must not be negative (0 turns it off)")
+    if cfg.log.every is not None and cfg.log.every < 1:
+        problems.append(f"log.every must be at least 1 (got {cfg.log.every})")
+    if cfg.log.val_subset < 1 or cfg.tensorboard.embedding_samples < 1:
+        problems.append("log.val_subset and tensorboard.embedding_samples must be at least 1")
+    if cfg.dist.nproc_per_node < 1:
+        problems.append(f"dist.nproc_per_node must be at least 1 (got {cfg.dist.nproc_per_node})")
+    if cfg.dist.backend not in (None, "gloo", "nccl"):
+        problems.append(f"dist.backend must be gloo, nccl or null (got {cfg.dist.backend!r})")
+    if cfg.run.name is not None and (not cfg.run.name.strip() or "/" in cfg.run.name or cfg.run.name in (".", "..")):
+        problems.append(f"run.name must be a plain folder name (got {cfg.run.name!r})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

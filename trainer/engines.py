@@ -1,0 +1,61 @@
+"""Ignite engines: the trainer (with its LR schedule and loss metrics) and the evaluators."""
+
+import torch
+import torch.nn as nn
+from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.handlers import PiecewiseLinear, TerminateOnNan
+from ignite.metrics import Accuracy, Average, ConfusionMatrix, Loss, Metric
+from omegaconf import DictConfig
+
+from trainer.data import InMemoryLoader
+
+
+def create_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay
+    )
+
+
+def create_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, epoch_length: int) -> PiecewiseLinear:
+    """One cycle: linear warm-up to `train.lr`, then linear decay to zero at the last iteration."""
+    total = cfg.train.max_epochs * epoch_length
+    warmup = min(int(cfg.train.warmup_epochs * epoch_length), total - 1)
+    milestones = [(0, cfg.train.lr / 10), (warmup, cfg.train.lr), (total, 0.0)] if warmup > 0 else [(0, cfg.train.lr), (total, 0.0)]
+    return PiecewiseLinear(optimizer, param_name="lr", milestones_values=milestones)
+
+
+def create_trainer(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    lr_scheduler: PiecewiseLinear,
+    train_loader: InMemoryLoader,
+    cfg: DictConfig,
+    device: torch.device,
+) -> Engine:
+    on_cuda = device.type == "cuda" and cfg.train.amp
+    trainer = create_supervised_trainer(
+        model, optimizer, loss_fn, device=device, non_blocking=True, amp_mode="amp" if on_cuda else None, scaler=on_cuda
+    )
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def place_data_and_seed(engine: Engine) -> None:
+        # After a resume in mid-epoch, Ignite continues at iteration % epoch_length: the loader must skip as far.
+        train_loader.set_epoch(engine.state.epoch, engine.state.iteration % engine.state.epoch_length)
+        torch.manual_seed(cfg.seed * 100_003 + engine.state.epoch)  # dropout and augmentation, per epoch
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    Average(output_transform=lambda loss: loss).attach(trainer, "loss")
+    return trainer
+
+
+def create_evaluator(model: nn.Module, loss_fn: nn.Module, device: torch.device, num_classes: int | None = None) -> Engine:
+    """Accuracy and loss; with `num_classes`, also the confusion matrix that per-class accuracy comes from."""
+    metrics: dict[str, Metric] = {"accuracy": Accuracy(), "loss": Loss(loss_fn)}
+    if num_classes is not None:
+        metrics["confusion"] = ConfusionMatrix(num_classes=num_classes)
+    return create_supervised_evaluator(model, metrics=metrics, device=device, non_blocking=True)

@@ -1,0 +1,39 @@
+"""`model.pt`: the inference file a run leaves behind, as plain tensors and metadata (no pickled classes)."""
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from trainer.model import build_model
+from trainer.safe_io import FileRefused, atomic_torch_save, safe_torch_load
+
+FORMAT = "fashion-mnist-ignite/model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(FileRefused):
+    """A model file that is missing, unreadable, hostile or not one of ours."""
+
+
+def save_model_file(path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    atomic_torch_save({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "state_dict": state}, path)
+
+
+def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network from the metadata in `model.pt`; return it in eval mode with the metadata."""
+    try:
+        payload = safe_torch_load(path, "model file")
+    except FileRefused as exc:
+        raise ModelFileError(str(exc)) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"model file {path} is not a model.pt written by this project's trainer")
+    try:
+        model = build_model(payload["arch"], **payload["arch_kwargs"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
+        raise ModelFileError(f"model file {path} does not match its architecture: {reason}") from None
+    model.eval()
+    return model, {k: v for k, v in payload.items() if k != "state_dict"}

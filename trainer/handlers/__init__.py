@@ -1,0 +1,1 @@
+"""Ignite handlers that observe the engines: TensorBoard views, graceful stop."""

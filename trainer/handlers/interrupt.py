@@ -1,0 +1,38 @@
+"""Ctrl-C or SIGTERM stops training at the next iteration boundary, so the run can be checkpointed and resumed."""
+
+import signal
+from typing import Any
+
+from ignite.engine import Engine, Events
+
+
+class GracefulStop:
+    """The first signal asks the trainer to pause after its current iteration; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._check)
+
+    def _check(self, engine: Engine) -> None:
+        if self.signum is not None:
+            engine.interrupt()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        """130 for SIGINT, 143 for SIGTERM, as shells report them."""
+        return 128 + (self.signum or 0)

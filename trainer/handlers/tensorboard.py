@@ -1,0 +1,164 @@
+"""TensorBoard views of a run, as Ignite handlers: all the PyTorch "TensorBoard support" tutorial shows, and more.
+
+Everything goes through one `SummaryWriter` (Ignite's `TensorboardLogger`) into the run directory, so
+`tensorboard --logdir runs` lists one run per training run; `add_scalars` adds its `loss_train` and
+`loss_validation` sub-runs for the train-vs-validation chart. Only rank 0 creates this object.
+"""
+
+import contextlib
+import io
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from ignite.handlers import TensorboardLogger, global_step_from_engine
+from ignite.handlers.tensorboard_logger import GradsHistHandler, WeightsHistHandler
+from ignite.metrics import Average
+from ignite.metrics.metric import MetricUsage
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+
+from trainer.config import to_yaml
+from trainer.data import Splits, denormalise
+from trainer.handlers.figures import confusion_matrix_figure, image_grid_figure
+
+HPARAM_KEYS = ("model.name", "train.optimizer", "train.lr", "train.batch_size", "train.max_epochs", "train.weight_decay", "seed")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare network inside a DistributedDataParallel wrapper, if any."""
+    return getattr(model, "module", model)
+
+
+class TensorBoardViews:
+    def __init__(self, cfg: DictConfig, run_dir: Path, model: nn.Module, splits: Splits, class_names: list[str]) -> None:
+        self.cfg, self.views = cfg, cfg.tensorboard
+        self.model, self.splits, self.class_names = unwrap(model), splits, class_names
+        self.tb = TensorboardLogger(log_dir=str(run_dir))
+        self.writer = self.tb.writer
+        n = min(self.views.embedding_samples, len(splits.test[1]))
+        self.embedding_idx = torch.randperm(len(splits.test[1]), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+        self.pixels_logged = False
+
+    def attach(
+        self, trainer: Engine, evaluator: Engine, final_val: Engine, final_test: Engine, optimizer: torch.optim.Optimizer, every: int
+    ) -> None:
+        """All handlers in one place: what is logged, on which engine, at which event."""
+        self.trainer = trainer
+        self.tb.attach_output_handler(trainer, Events.EPOCH_COMPLETED, tag="training", metric_names=["loss"])
+        self.tb.attach_output_handler(
+            evaluator, Events.COMPLETED, tag="validation", metric_names=["loss", "accuracy"],
+            global_step_transform=global_step_from_engine(trainer),
+        )
+        self.tb.attach_opt_params_handler(trainer, Events.ITERATION_COMPLETED(every=every), optimizer)
+        window = MetricUsage(
+            started=Events.ITERATION_STARTED(event_filter=lambda _, i: (i - 1) % every == 0),
+            completed=Events.ITERATION_COMPLETED(every=every),
+            iteration_completed=Events.ITERATION_COMPLETED,
+        )
+        Average(output_transform=lambda loss: loss).attach(trainer, "window_loss", usage=window)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), self.log_train_vs_val_loss)
+        trainer.add_event_handler(Events.STARTED, self.log_start_views)
+        evaluator.add_event_handler(Events.COMPLETED, lambda _: self.writer.flush())
+        if self.views.histograms:
+            self.tb.attach(trainer, WeightsHistHandler(self.model), Events.EPOCH_COMPLETED)
+            self.tb.attach(trainer, GradsHistHandler(self.model), Events.ITERATION_COMPLETED(every=every))
+        final_test.add_event_handler(Events.COMPLETED, self.log_end_views, final_val)
+
+    def log_train_vs_val_loss(self, trainer: Engine) -> None:
+        """The tutorial's chart: running training loss and validation loss at the same steps, on one plot."""
+        x, y = self.splits.val[0][: self.cfg.log.val_subset], self.splits.val[1][: self.cfg.log.val_subset]
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        with torch.no_grad():
+            val_loss = F.cross_entropy(self.model(x.to(device)), y.to(device)).item()
+        scalars = {"train": trainer.state.metrics["window_loss"], "validation": val_loss}
+        self.writer.add_scalars("loss", scalars, trainer.state.iteration)
+
+    def log_start_views(self, trainer: Engine) -> None:
+        if trainer.state.iteration > 0:  # resumed: these were written when the run started
+            return
+        if self.views.config_text:
+            self.writer.add_text("config", "```yaml\n" + to_yaml(self.cfg) + "\n```")
+        images, labels = self.splits.train[0][:32], self.splits.train[1][:32]
+        if self.views.images:
+            shown = denormalise(images)
+            self.writer.add_image("train/images", make_grid(shown, nrow=8, pad_value=1.0))
+            titles = [self.class_names[i] for i in labels]
+            self.writer.add_figure("train/images_labelled", image_grid_figure(shown, titles, title="Training images"))
+            self.writer.flush()
+        if self.views.graph:
+            self.writer.add_graph(self.model, images.to(next(self.model.parameters()).device))
+            self.writer.flush()
+        if self.views.embeddings:
+            self.log_pixel_embedding()
+
+    def log_pixel_embedding(self) -> None:
+        x, y = self.splits.test[0][self.embedding_idx], self.splits.test[1][self.embedding_idx]
+        shown = denormalise(x)
+        self.add_embedding(shown.flatten(1), y, shown, tag="pixels")
+        self.pixels_logged = True
+
+    def add_embedding(self, mat: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, tag: str) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # torch prints a warning when a resumed run re-adds one
+            self.writer.add_embedding(mat, metadata=[self.class_names[i] for i in labels], label_img=images, tag=tag)
+        self.writer.flush()
+
+    def log_end_views(self, final_test: Engine, final_val: Engine) -> None:
+        """On the test set, with the best model: PR curves, confusion matrix, predictions, mistakes, features."""
+        step = self.trainer.state.epoch
+        if self.views.eval_views:
+            x, y = self.splits.test
+            device = next(self.model.parameters()).device
+            self.model.eval()
+            with torch.no_grad():
+                probs = torch.cat([F.softmax(self.model(b.to(device)), 1).cpu() for b in x.split(2048)])
+            for i, name in enumerate(self.class_names):
+                self.writer.add_pr_curve(f"pr_curve/{name}", y == i, probs[:, i], step)
+            cm = final_test.state.metrics["confusion"].cpu().numpy()
+            self.writer.add_figure("test/confusion_matrix", confusion_matrix_figure(cm, self.class_names), step)
+            self.writer.add_figure("test/predictions_vs_actuals", self.predictions_figure(x, y, probs), step)
+            self.writer.add_figure("test/most_confident_mistakes", self.mistakes_figure(x, y, probs), step)
+            self.writer.flush()
+        if self.views.embeddings:
+            if not self.pixels_logged:  # a resumed run's writer must list both embeddings again
+                self.log_pixel_embedding()
+            x, y = self.splits.test[0][self.embedding_idx], self.splits.test[1][self.embedding_idx]
+            with torch.no_grad():
+                features = self.model.features(x.to(next(self.model.parameters()).device)).cpu()
+            self.add_embedding(features, y, denormalise(x), tag="features")
+        if self.views.hparams:
+            self.log_hparams(final_val.state.metrics["accuracy"], final_test.state.metrics["accuracy"])
+        self.writer.flush()
+
+    def predictions_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor):
+        """The tutorial's `plot_classes_preds`: predicted class and its probability, green if right, red if wrong."""
+        pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.cfg.seed))[:16]
+        conf, pred = probs[pick].max(1)
+        titles = [f"{self.class_names[p]}, {c:.0%}\n(label: {self.class_names[t]})" for p, c, t in zip(pred, conf, y[pick])]
+        colors = ["green" if p == t else "red" for p, t in zip(pred, y[pick])]
+        return image_grid_figure(denormalise(x[pick]), titles, colors, title="Predictions vs. actuals")
+
+    def mistakes_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor):
+        conf, pred = probs.max(1)
+        wrong = (pred != y).nonzero().flatten()
+        worst = wrong[conf[wrong].argsort(descending=True)[:16]]
+        titles = [f"{self.class_names[pred[i]]}, {conf[i]:.0%}\n(label: {self.class_names[y[i]]})" for i in worst]
+        return image_grid_figure(denormalise(x[worst]), titles, ["red"] * len(worst), title="Most confident mistakes")
+
+    def log_hparams(self, val_accuracy: float, test_accuracy: float) -> None:
+        """Written into this run's own event file (not `add_hparams`' extra sub-run), for the HParams tab."""
+        hparam_dict = {key: OmegaConf.select(self.cfg, key) for key in HPARAM_KEYS}
+        metric_dict = {"hparams/val_accuracy": val_accuracy, "hparams/test_accuracy": test_accuracy}
+        file_writer = self.writer._get_file_writer()
+        for summary in hparams(hparam_dict, metric_dict):
+            file_writer.add_summary(summary)
+        for tag, value in metric_dict.items():
+            self.writer.add_scalar(tag, value)
+
+    def close(self) -> None:
+        self.tb.close()
+

@@ -1,0 +1,48 @@
+"""File writes that never leave a half-written file in place, and reads that never run pickled code."""
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import UserError
+
+
+class FileRefused(UserError):
+    """A file that is missing, corrupt, truncated or carries more than plain tensors and data."""
+
+
+def atomic_replace(path: Path, write) -> None:
+    """Write through `write(tmp_path)` to a temporary sibling, fsync it, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    atomic_replace(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_json(obj: Any, path: Path) -> None:
+    atomic_replace(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def safe_torch_load(path: Path, what: str) -> Any:
+    """`torch.load` with `weights_only=True`: objects whose unpickling could run code are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileRefused(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        reason = (str(exc).strip().splitlines() or ["not plain tensors and data"])[0]
+        raise FileRefused(f"{what} {path} was refused: it holds objects other than plain tensors and data ({reason})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
+        raise FileRefused(f"{what} {path} is corrupt, truncated or not a PyTorch file ({type(exc).__name__})") from None
