@@ -37,11 +37,16 @@ def create_checkpoints(folder: Path, to_save: Mapping[str, Any], trainer: Engine
     return best, last
 
 
-def load_checkpoint(path: str | Path, to_load: Mapping[str, Any]) -> None:
-    """Restore a `last_*.pt`/`best_*.pt` of this project, refusing anything else with a reason."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a `last_*.pt`/`best_*.pt` of this project safely, refusing anything else with a reason."""
     checkpoint = safe_torch_load(Path(path), "checkpoint")
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a training checkpoint of this project (it needs {', '.join(REQUIRED_KEYS)})")
+    return checkpoint
+
+
+def restore(checkpoint: dict[str, Any], to_load: Mapping[str, Any], path: str | Path) -> None:
+    """Load every object the checkpoint holds into `to_load`, naming any shape or key mismatch."""
     wanted = {k: v for k, v in to_load.items() if k in checkpoint}
     try:
         Checkpoint.load_objects(to_load=wanted, checkpoint=checkpoint)

@@ -37,7 +37,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = 15
+    max_epochs: int = 20
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -46,6 +46,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.0
+    hflip: bool = True
+    max_shift: int = 0
     early_stopping_patience: int = 0
     amp: bool = True
 
@@ -152,6 +154,8 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append("train.momentum, train.weight_decay and train.warmup_epochs must not be negative")
     if cfg.train.optimizer not in ("sgd", "adamw"):
         problems.append(f"train.optimizer must be sgd or adamw (got {cfg.train.optimizer!r})")
+    if not 0 <= cfg.train.max_shift <= 8:
+        problems.append(f"train.max_shift must be between 0 and 8 pixels (got {cfg.train.max_shift})")
     if cfg.train.early_stopping_patience < 0:
         problems.append("train.early_stopping_patience must not be negative (0 turns it off)")
     if cfg.log.every is not None and cfg.log.every < 1:

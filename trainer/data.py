@@ -5,7 +5,9 @@ transforms in a DataLoader (the tutorial's way) cost far more than LeNet-5's own
 """
 
 import contextlib
+import hashlib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,13 +20,15 @@ from trainer.errors import UserError
 CLASS_NAMES = list(FashionMNIST.classes)
 MEAN, STD = 0.2860, 0.3530
 
-# name -> (bytes, magic, dims): what the official uncompressed IDX files hold.
+# name -> (magic, number of dimensions, SHA-256 of the official file). Other sizes are allowed (tests write
+# tiny hermetic sets), but the header must agree with the size; files of the official size must be the official files.
 RAW_FILES = {
-    "train-images-idx3-ubyte": (47_040_016, 0x803, (60_000, 28, 28)),
-    "train-labels-idx1-ubyte": (60_008, 0x801, (60_000,)),
-    "t10k-images-idx3-ubyte": (7_840_016, 0x803, (10_000, 28, 28)),
-    "t10k-labels-idx1-ubyte": (10_008, 0x801, (10_000,)),
+    "train-images-idx3-ubyte": (0x803, 3, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels-idx1-ubyte": (0x801, 1, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "t10k-images-idx3-ubyte": (0x803, 3, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "t10k-labels-idx1-ubyte": (0x801, 1, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
 }
+OFFICIAL_COUNTS = {"train": 60_000, "t10k": 10_000}
 
 
 class DataError(UserError):
@@ -47,7 +51,8 @@ def raw_folder(root: str | Path) -> Path:
 def check_raw_files(root: str | Path) -> None:
     """Refuse missing, truncated or altered files up front, naming the file, rather than train on garbage."""
     folder = raw_folder(root)
-    for name, (size, magic, dims) in RAW_FILES.items():
+    counts = {}
+    for name, (magic, ndim, sha256) in RAW_FILES.items():
         path = folder / name
         if not path.is_file():
             raise DataError(
@@ -55,15 +60,29 @@ def check_raw_files(root: str | Path) -> None:
                 f"({', '.join(RAW_FILES)}) in {folder}, or point data.root (or FASHION_MNIST_ROOT) "
                 f"at the folder that contains FashionMNIST/raw"
             )
-        actual = path.stat().st_size
-        if actual != size:
-            raise DataError(f"Fashion-MNIST file {path} has {actual} bytes instead of {size}: it is truncated or not the official file")
         with open(path, "rb") as f:
-            header = f.read(4 + 4 * len(dims))
-        found_magic = int.from_bytes(header[:4], "big")
-        found_dims = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(len(dims)))
-        if found_magic != magic or found_dims != dims:
-            raise DataError(f"Fashion-MNIST file {path} has a wrong header (magic {found_magic:#x}, dims {found_dims}): it is not the official file")
+            header = f.read(4 + 4 * ndim)
+        dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+        if len(header) < 4 + 4 * ndim or int.from_bytes(header[:4], "big") != magic or dims[1:] not in ([], [28, 28]):
+            raise DataError(f"Fashion-MNIST file {path} does not start with a valid IDX header: it is not a Fashion-MNIST file")
+        expected = 4 + 4 * ndim + math.prod(dims)
+        actual = path.stat().st_size
+        if actual != expected:
+            raise DataError(f"Fashion-MNIST file {path} has {actual} bytes but its header promises {expected}: it is truncated or damaged")
+        if dims[0] == OFFICIAL_COUNTS[name.split("-")[0]] and file_sha256(path) != sha256:
+            raise DataError(f"Fashion-MNIST file {path} differs from the official release (SHA-256 mismatch): it has been altered")
+        counts[name] = dims[0]
+    for split in OFFICIAL_COUNTS:
+        if counts[f"{split}-images-idx3-ubyte"] != counts[f"{split}-labels-idx1-ubyte"]:
+            raise DataError(f"Fashion-MNIST files in {folder}: the {split} images and labels hold different numbers of items")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def ensure_downloaded(root: str | Path, download: bool) -> None:
@@ -93,6 +112,8 @@ def load_splits(root: str | Path, val_size: int, seed: int, download: bool = Tru
     check_raw_files(root)
     train = FashionMNIST(str(root), train=True, download=False)
     test = FashionMNIST(str(root), train=False, download=False)
+    if val_size >= len(train.targets):
+        raise DataError(f"data.val_size={val_size} leaves no training images out of {len(train.targets)}")
     order = torch.randperm(len(train.targets), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
     images, labels = normalise(train.data), train.targets
@@ -126,8 +147,10 @@ class InMemoryLoader:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        hflip: bool = False,
+        max_shift: int = 0,
     ) -> None:
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.hflip, self.max_shift = images, labels, hflip, max_shift
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch, self.start_batch = 1, 0
@@ -157,7 +180,22 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self.indices()
+        # Drawn for the whole epoch up front, so a run resumed in mid-epoch draws the same.
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 50_021)
+        flips = torch.rand(len(idx), generator=g) < 0.5 if self.hflip else None
+        shifts = torch.randint(0, 2 * self.max_shift + 1, (self.num_batches, 2), generator=g) if self.max_shift else None
         for b in range(self.start_batch, self.num_batches):
-            batch = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.images[batch], self.labels[batch]
+            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            images = self.images[idx[rows]]
+            if flips is not None:
+                images = torch.where(flips[rows].view(-1, 1, 1, 1), images.flip(3), images)
+            if shifts is not None:
+                images = shift_batch(images, self.max_shift, *shifts[b].tolist())
+            yield images, self.labels[idx[rows]]
         self.start_batch = 0
+
+
+def shift_batch(images: torch.Tensor, max_shift: int, dy: int, dx: int) -> torch.Tensor:
+    """Move a whole batch by (dy, dx) - max_shift pixels, filling with black: cheap augmentation for bigger models."""
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-MEAN / STD)
+    return padded[:, :, dy : dy + images.shape[2], dx : dx + images.shape[3]]

@@ -5,6 +5,8 @@ Reads top to bottom: config -> data -> model -> engines -> handlers -> run direc
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -18,9 +20,10 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
 from ignite.utils import manual_seed, setup_logger
 from omegaconf import DictConfig
+from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
-from trainer.checkpoint import CheckpointError, create_checkpoints, load_checkpoint, run_dir_of
-from trainer.config import DEFAULT_CONFIG, load_config, to_yaml
+from trainer.checkpoint import CheckpointError, create_checkpoints, read_checkpoint, restore, run_dir_of
+from trainer.config import DEFAULT_CONFIG, FASHION_MNIST_TRAIN_SIZE, load_config, to_yaml
 from trainer.data import CLASS_NAMES, MEAN, STD, InMemoryLoader, Splits, denormalise, load_splits
 from trainer.engines import create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.errors import UserError
@@ -42,26 +45,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoader, InMemoryLoader]:
     splits = load_splits(cfg.data.root, cfg.data.val_size, cfg.seed, cfg.data.download)
     rank, world = idist.get_rank(), idist.get_world_size()
-    train = InMemoryLoader(*splits.train, cfg.train.batch_size, shuffle=True, seed=cfg.seed, rank=rank, world_size=world, drop_last=True)
+    per_process = cfg.train.batch_size // world  # train.batch_size is global: the same steps whatever the world size
+    train = InMemoryLoader(
+        *splits.train, per_process, shuffle=True, seed=cfg.seed, rank=rank, world_size=world, drop_last=True,
+        hflip=cfg.train.hflip, max_shift=cfg.train.max_shift,
+    )
     val = InMemoryLoader(*splits.val, EVAL_BATCH_SIZE, rank=rank, world_size=world)
     test = InMemoryLoader(*splits.test, EVAL_BATCH_SIZE, rank=rank, world_size=world)
     return splits, train, val, test
 
 
 def initialize(cfg: DictConfig, epoch_length: int):
-    model = idist.auto_model(build_model(cfg.model.name, num_classes=len(CLASS_NAMES), **cfg.model.kwargs))
+    model = build_model(cfg.model.name, num_classes=len(CLASS_NAMES), **cfg.model.kwargs)
+    # Channels-last weights let oneDNN pick faster convolution kernels: about 20% per step for LeNet-5 on CPU.
+    model = idist.auto_model(model.to(memory_format=torch.channels_last))
     optimizer = idist.auto_optim(create_optimizer(model, cfg))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     return model, optimizer, loss_fn, create_lr_scheduler(optimizer, cfg, epoch_length)
 
 
+def name_run(cfg: DictConfig) -> None:
+    """Fix `run.name` (and, on resume, `output.root`) once, before any process starts, so all ranks agree."""
+    if cfg.run.name is not None:
+        return
+    resumed = run_dir_of(cfg.resume) if cfg.resume else None
+    if resumed is not None:
+        cfg.run.name, cfg.output.root = resumed.name, str(resumed.parent)
+    else:
+        cfg.run.name = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}"
+
+
 def prepare_run_dir(cfg: DictConfig) -> Path:
-    """Name, create and claim the run directory up front, so an unwritable place fails before training."""
-    if cfg.run.name is None:
-        resumed = run_dir_of(cfg.resume) if cfg.resume else None
-        cfg.run.name = resumed.name if resumed else f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}"
-        if resumed is not None:
-            cfg.output.root = str(resumed.parent)
+    """Create the run directory and its config.yaml up front, so an unwritable place fails before training."""
     run_dir = Path(cfg.output.root) / cfg.run.name
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -105,72 +120,64 @@ def export_examples(run_dir: Path, splits: Splits) -> None:
         save_image(denormalise(images[first]), folder / f"{index}_{name.replace('/', '-')}.png")
 
 
-def training(local_rank: int, cfg: DictConfig, outcome: dict) -> None:
+def training(local_rank: int, cfg: DictConfig) -> int:
+    """One process's whole run; returns the exit code. Rank 0 alone writes files and logs progress."""
     rank = idist.get_rank()
+    if idist.get_world_size() > 1:  # processes on one machine share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     logger = setup_logger("trainer", level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
+    resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
+    run_dir = prepare_run_dir(cfg) if rank == 0 else Path(cfg.output.root) / cfg.run.name
     manual_seed(cfg.seed)
     splits, train_loader, val_loader, test_loader = get_dataflow(cfg)
     model, optimizer, loss_fn, lr_scheduler = initialize(cfg, len(train_loader))
     device = idist.device()
-
     trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device)
     evaluator = create_evaluator(model, loss_fn, device)
     final_val = create_evaluator(model, loss_fn, device)
     final_test = create_evaluator(model, loss_fn, device, num_classes=len(CLASS_NAMES))
+
+    # Handlers, in the order they fire at the end of an epoch: progress bar, validation, epoch line, checkpoints.
+    if rank == 0:
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(val_loader))
     evaluator.add_event_handler(Events.COMPLETED, lambda: log_epoch(logger, trainer, evaluator, optimizer))
-
-    run_dir = prepare_run_dir(cfg) if rank == 0 else None
     to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
     if cfg.train.early_stopping_patience > 0:
         to_save["early_stopping"] = EarlyStopping(
             cfg.train.early_stopping_patience, Checkpoint.get_default_score_fn("accuracy"), trainer
         )
         evaluator.add_event_handler(Events.COMPLETED, to_save["early_stopping"])
-    best, last = create_checkpoints(run_dir / "checkpoints" if run_dir else Path("."), to_save, trainer)
-    if rank == 0:
-        evaluator.add_event_handler(Events.COMPLETED, best)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+    best, last = create_checkpoints(run_dir / "checkpoints", to_save, trainer)
+    evaluator.add_event_handler(Events.COMPLETED, best)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
     views = None
     if rank == 0 and cfg.tensorboard.enabled:
         from trainer.handlers.tensorboard import TensorBoardViews
 
         views = TensorBoardViews(cfg, run_dir, model, splits, CLASS_NAMES)
-        every = cfg.log.every or max(1, len(train_loader) // 10)
-        views.attach(trainer, evaluator, final_val, final_test, optimizer, every)
+        views.attach(trainer, evaluator, final_val, final_test, optimizer, cfg.log.every or max(1, len(train_loader) // 10))
     stop = GracefulStop()
     stop.install()
     stop.attach(trainer)
 
-    if cfg.resume:
-        load_checkpoint(cfg.resume, {**to_save, "best_checkpoint": best})
-        if trainer.state.epoch_length != len(train_loader):
-            raise CheckpointError(
-                f"checkpoint {cfg.resume} was made with {trainer.state.epoch_length} iterations per epoch, this config "
-                f"gives {len(train_loader)}: resume with the same train.batch_size, data.val_size and process count"
-            )
-        if trainer.state.iteration >= cfg.train.max_epochs * len(train_loader):
-            raise CheckpointError(
-                f"checkpoint {cfg.resume} has already run {trainer.state.epoch} epochs: set train.max_epochs higher to go on"
-            )
+    if resume_from is not None:
+        restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
+        check_resumable(cfg, trainer, len(train_loader))
         logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
-
     logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
     started = time.perf_counter()
     trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
     train_seconds = time.perf_counter() - started
 
     if stop.requested:
-        if rank == 0:
-            last(trainer)
-            if views:
-                views.close()
-            checkpoint = run_dir / "checkpoints" / last.last_checkpoint
-            logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
-            logger.info(f"Resume with: python -m trainer.main --config {outcome['config']} resume={checkpoint}")
-        outcome["exit_code"] = stop.exit_code
-        return
+        last(trainer)
+        if views:
+            views.close()
+        checkpoint = run_dir / "checkpoints" / last.last_checkpoint
+        logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
+        logger.info(f"Resume with: python -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}")
+        return stop.exit_code
 
     best_epoch = load_best_weights(model, best)
     final_val.run(val_loader)
@@ -180,7 +187,30 @@ def training(local_rank: int, cfg: DictConfig, outcome: dict) -> None:
         if views:
             views.close()
         logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
-    outcome["exit_code"] = 0
+    return 0
+
+
+def check_resumable(cfg: DictConfig, trainer: Engine, epoch_length: int) -> None:
+    if trainer.state.epoch_length != epoch_length:
+        raise CheckpointError(
+            f"checkpoint {cfg.resume} was made with {trainer.state.epoch_length} iterations per epoch, this config "
+            f"gives {epoch_length}: resume with the same train.batch_size and data.val_size"
+        )
+    if trainer.state.iteration >= cfg.train.max_epochs * epoch_length:
+        raise CheckpointError(
+            f"checkpoint {cfg.resume} has already run {trainer.state.epoch} epochs: set train.max_epochs higher to go on"
+        )
+
+
+def run_process(local_rank: int, cfg: DictConfig) -> None:
+    """What each process runs: errors a user can cause become one line and exit code 2, on any rank."""
+    try:
+        code = training(local_rank, cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    if code:
+        sys.exit(code)
 
 
 def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best_epoch, train_seconds) -> None:
@@ -213,27 +243,54 @@ def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best
             "val_accuracy": metrics["val_accuracy"],
             "test_accuracy": metrics["test_accuracy"],
             "epoch": best_epoch,
-            "versions": {"torch": torch.__version__, "ignite": ignite.__version__},
+            "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__)},
         },
     )
     atomic_write_json(metrics, run_dir / "metrics.json")
     export_examples(run_dir, splits)
 
 
+def launch_settings(cfg: DictConfig) -> dict:
+    """How `idist.Parallel` starts: in-process, by spawning `dist.nproc_per_node` processes, or under torchrun."""
+    backend, nproc = cfg.dist.backend, cfg.dist.nproc_per_node
+    under_torchrun = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+    if under_torchrun or nproc > 1:
+        backend = backend or ("nccl" if torch.cuda.device_count() >= max(nproc, 2) else "gloo")
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise UserError("dist.backend=nccl needs CUDA GPUs and none is available: use dist.backend=gloo")
+    world = int(os.environ["WORLD_SIZE"]) if under_torchrun else nproc
+    if cfg.train.batch_size % world:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} (the global batch) must divide evenly among {world} processes")
+    if (FASHION_MNIST_TRAIN_SIZE - cfg.data.val_size) // cfg.train.batch_size < 1:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
+    return {"backend": backend, "nproc_per_node": None if under_torchrun or backend is None else nproc}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    outcome = {"exit_code": 1, "config": args.config}
     try:
         cfg = load_config(args.config, args.overrides)
-        with idist.Parallel(backend=cfg.dist.backend, nproc_per_node=cfg.dist.nproc_per_node if cfg.dist.backend else None) as parallel:
-            parallel.run(training, cfg, outcome)
+        settings = launch_settings(cfg)
+        name_run(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if settings["nproc_per_node"]:  # the spawned processes handle Ctrl-C themselves: checkpoint, then exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with idist.Parallel(**settings) as parallel:
+            parallel.run(run_process, cfg)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except ProcessExitedException as exc:
+        return exc.exit_code if exc.exit_code > 0 else 1
+    except ProcessRaisedException as exc:
+        print(f"error: a training process failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: stopped by the user before a checkpoint could be written", file=sys.stderr)
         return 130
-    return outcome["exit_code"]
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainer.errors import UserError
+
 
 class LeNet5(nn.Module):
     """The LeNet-5 variant of the PyTorch "TensorBoard support" tutorial, for 1x28x28 inputs."""
@@ -65,7 +67,14 @@ class SmallCNN(nn.Module):
 MODELS: dict[str, Callable[..., nn.Module]] = {"lenet5": LeNet5, "small_cnn": SmallCNN}
 
 
+class UnknownModelError(UserError, ValueError):
+    pass
+
+
 def build_model(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
+        raise UnknownModelError(f"unknown model {name!r}: model.name must be one of {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as exc:
+        raise UnknownModelError(f"model {name!r} does not take these model.kwargs: {exc}") from None

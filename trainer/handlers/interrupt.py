@@ -3,6 +3,8 @@
 import signal
 from typing import Any
 
+import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 
 
@@ -25,7 +27,11 @@ class GracefulStop:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self._check)
 
     def _check(self, engine: Engine) -> None:
-        if self.signum is not None:
+        requested = self.signum is not None
+        if idist.get_world_size() > 1:  # all ranks must stop at the same iteration, or DDP would wait forever
+            signum = idist.all_reduce(torch.tensor(self.signum or 0), op="MAX").item()
+            self.signum, requested = signum or None, signum > 0
+        if requested:
             engine.interrupt()
 
     @property

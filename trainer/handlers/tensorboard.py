@@ -7,6 +7,7 @@ Everything goes through one `SummaryWriter` (Ignite's `TensorboardLogger`) into 
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -91,7 +92,9 @@ class TensorBoardViews:
             self.writer.add_figure("train/images_labelled", image_grid_figure(shown, titles, title="Training images"))
             self.writer.flush()
         if self.views.graph:
-            self.writer.add_graph(self.model, images.to(next(self.model.parameters()).device))
+            with warnings.catch_warnings():  # add_graph traces with torch.jit, which now warns it is deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                self.writer.add_graph(self.model, images.to(next(self.model.parameters()).device))
             self.writer.flush()
         if self.views.embeddings:
             self.log_pixel_embedding()

@@ -1,0 +1,323 @@
+"""A photo-like benchmark made from the Fashion-MNIST test set, to measure the demo's preprocessing.
+
+Each 28x28 test tile is turned back into something like the photo a user uploads: upscaled,
+negated to a dark garment on a light background, placed off-centre on a non-square canvas with
+fabric, wood-grain or paper texture, a lighting gradient, sometimes a tinted background, a soft
+shadow and clutter near the edges, then blurred, noised and saved as JPEG.  Everything is drawn
+from a seed, so the set is the same on every machine.
+
+    python -m benchmarks.photo_like --data-root ../shared/data --out /tmp/photo_like --n 1000 \
+        --checkpoint runs/<run>/model.pt --json photo_like.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess
+
+GENERATOR_VERSION = 1
+NUM_CLASSES = 10
+BACKGROUNDS = {  # name -> RGB; light, as phone and catalogue photos of garments are
+    "white": (244, 243, 240),
+    "off-white": (236, 232, 223),
+    "beige": (226, 211, 182),
+    "light brown": (204, 174, 136),
+    "light grey": (206, 206, 204),
+    "bluish": (204, 217, 234),
+}
+
+
+# --------------------------------------------------------------------------- one photo
+
+
+def make_photo_like(tile: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A 28x28 uint8 Fashion-MNIST tile -> an RGB "photo" of it (200-600 px, not square), drawn from rng."""
+    tile = np.asarray(tile, dtype=np.uint8)
+    if tile.shape != (28, 28):
+        raise ValueError(f"expected a 28x28 tile, got shape {tile.shape}")
+    long_side = int(rng.integers(200, 601))
+    aspect = float(rng.uniform(1.15, 1.6))
+    short_side = int(round(long_side / aspect))
+    width, height = (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
+
+    canvas = _background(rng, height, width)
+
+    # the garment: the negated tile, i.e. the luminance of the product photo it was made from
+    garment_side = int(round(float(rng.uniform(0.45, 0.85)) * min(width, height)))
+    big = np.asarray(Image.fromarray(tile).resize((garment_side, garment_side), Image.Resampling.BICUBIC), dtype=np.float32)
+    cover = np.asarray(Image.fromarray(((tile > 0) * 255).astype(np.uint8)).resize((garment_side, garment_side), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    alpha = np.clip((cover - 0.3) / 0.4, 0.0, 1.0)[..., None]
+    colour = (255.0 - np.clip(big, 0, 255))[..., None] * np.ones(3, dtype=np.float32)
+    if rng.random() < 0.35:  # a coloured garment of about the same luminance
+        tint = np.exp(rng.normal(0.0, 0.12, size=3)).astype(np.float32)
+        tint /= float(tint @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+        colour = colour * tint
+    margin = max(2, int(0.03 * min(width, height)))
+    left = int(rng.integers(margin, max(margin + 1, width - garment_side - margin + 1)))
+    top = int(rng.integers(margin, max(margin + 1, height - garment_side - margin + 1)))
+    box = (left, top, left + garment_side, top + garment_side)
+
+    if rng.random() < 0.5:  # a soft shadow: the background darkened under an offset, blurred silhouette
+        shadow = np.zeros((height, width), dtype=np.float32)
+        dx, dy = (int(v) for v in rng.integers(2, 11, size=2))
+        y0, x0 = min(top + dy, height), min(left + dx, width)
+        hh, ww = min(garment_side, height - y0), min(garment_side, width - x0)
+        shadow[y0 : y0 + hh, x0 : x0 + ww] = alpha[:hh, :ww, 0]
+        blurred = Image.fromarray((shadow * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(float(rng.uniform(3, 9))))
+        canvas *= 1.0 - float(rng.uniform(0.08, 0.22)) * (np.asarray(blurred, dtype=np.float32) / 255.0)[..., None]
+
+    canvas = _clutter(rng, canvas, box)
+    region = canvas[top : top + garment_side, left : left + garment_side]
+    canvas[top : top + garment_side, left : left + garment_side] = alpha * colour + (1.0 - alpha) * region
+
+    canvas += rng.normal(0.0, float(rng.uniform(1.0, 3.5)), size=canvas.shape).astype(np.float32)
+    img = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
+    return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.1))))
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Base colour (white ~40% of the time, else tinted), texture, and a lighting gradient."""
+    names = list(BACKGROUNDS)
+    name = names[int(rng.integers(0, 2))] if rng.random() < 0.4 else names[int(rng.integers(2, len(names)))]
+    base = np.array(BACKGROUNDS[name], dtype=np.float32) + rng.normal(0, 4, size=3).astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    kind = rng.choice(["fabric", "wood", "paper", "plain"], p=[0.35, 0.3, 0.25, 0.1])
+    if kind == "fabric":  # a weave: crossed fine sinusoids, slightly rotated, with slow wrinkles
+        angle = float(rng.uniform(0, math.pi))
+        period = float(rng.uniform(3.0, 7.0))
+        u = xs * math.cos(angle) + ys * math.sin(angle)
+        v = -xs * math.sin(angle) + ys * math.cos(angle)
+        texture = float(rng.uniform(3, 8)) * np.sin(2 * math.pi * u / period) * np.sin(2 * math.pi * v / period)
+        texture += float(rng.uniform(4, 12)) * _smooth_noise(rng, height, width, int(rng.integers(30, 90)))
+    elif kind == "wood":  # grain: warped stripes along the planks, and thin dark seams between planks
+        angle = float(rng.choice([0.0, math.pi / 2])) + float(rng.normal(0, 0.05))
+        across = -xs * math.sin(angle) + ys * math.cos(angle)
+        warp = 12.0 * _smooth_noise(rng, height, width, int(rng.integers(40, 120)))
+        period = float(rng.uniform(6.0, 16.0))
+        texture = float(rng.uniform(4, 12)) * np.sin(2 * math.pi * (across + warp) / period)
+        texture += float(rng.uniform(2, 6)) * _smooth_noise(rng, height, width, 8)
+        plank = float(rng.uniform(70, 160))
+        seam = np.abs(((across + float(rng.uniform(0, plank))) % plank) - plank / 2) > plank / 2 - 1.2
+        texture -= seam * float(rng.uniform(15, 35))
+    elif kind == "paper":
+        texture = float(rng.uniform(3, 9)) * _smooth_noise(rng, height, width, int(rng.integers(10, 40)))
+    else:
+        texture = np.zeros((height, width), dtype=np.float32)
+    angle = float(rng.uniform(0, 2 * math.pi))
+    ramp = (xs / width - 0.5) * math.cos(angle) + (ys / height - 0.5) * math.sin(angle)
+    light = 1.0 + float(rng.uniform(0.04, 0.22)) * ramp
+    if rng.random() < 0.4:  # vignetting
+        r2 = ((xs / width - 0.5) ** 2 + (ys / height - 0.5) ** 2) * 2
+        light = light * (1.0 - float(rng.uniform(0.03, 0.12)) * r2)
+    return (base[None, None, :] * light[..., None] + texture[..., None]).astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
+    """Unit-scale value noise with features about `cell` pixels wide."""
+    small = rng.normal(0, 1, size=(height // cell + 2, width // cell + 2)).astype(np.float32)
+    return np.asarray(Image.fromarray(small, "F").resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+
+
+def _clutter(rng: np.random.Generator, canvas: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """0-3 objects near the edges, clear of the garment: a box corner, a peg, a cable, a hanger hook."""
+    height, width = canvas.shape[:2]
+    left, top, right, bottom = box
+    gap = max(8, int(0.05 * max(width, height)))
+    depth_y, depth_x = int(0.18 * height), int(0.18 * width)  # "near the edge": within the outer 18%
+    strips = [  # x0, y0, x1, y1 of free regions along each edge
+        (0, 0, width, min(top - gap, depth_y)),
+        (0, max(bottom + gap, height - depth_y), width, height),
+        (0, 0, min(left - gap, depth_x), height),
+        (max(right + gap, width - depth_x), 0, width, height),
+    ]
+    strips = [s for s in strips if s[2] - s[0] >= 8 and s[3] - s[1] >= 8]
+    count = int(rng.integers(0, 4))
+    if not strips or count == 0:
+        return canvas
+    img = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    small = min(width, height)
+    for _ in range(count):
+        x0, y0, x1, y1 = strips[int(rng.integers(0, len(strips)))]
+        colour = tuple(int(c) for c in rng.integers(20, 230, size=3))
+        kind = int(rng.integers(0, 3))
+        if kind < 2:  # a rectangle or an ellipse, 4-20% of the short side, inside the strip
+            sw = min(x1 - x0, int(small * rng.uniform(0.04, 0.2)))
+            sh = min(y1 - y0, int(small * rng.uniform(0.04, 0.2)))
+            ax = int(rng.integers(x0, x1 - sw + 1))
+            ay = int(rng.integers(y0, y1 - sh + 1))
+            shape = draw.rectangle if kind == 0 else draw.ellipse
+            shape([ax, ay, ax + max(sw, 4) - 1, ay + max(sh, 4) - 1], fill=colour)
+        else:  # a thin line (cable, string), up to 40% of the short side
+            ax, ay = int(rng.integers(x0, x1)), int(rng.integers(y0, y1))
+            angle = float(rng.uniform(0, 2 * math.pi))
+            length = float(rng.uniform(0.1, 0.4)) * small
+            bx = int(np.clip(ax + length * math.cos(angle), x0, x1 - 1))
+            by = int(np.clip(ay + length * math.sin(angle), y0, y1 - 1))
+            draw.line([ax, ay, bx, by], fill=colour, width=int(rng.integers(2, 6)))
+    return np.asarray(img, dtype=np.float32).copy()
+
+
+# --------------------------------------------------------------------------- the set
+
+
+def load_test_set(root: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The Fashion-MNIST test images, labels and class names, read with torchvision (no download)."""
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.FashionMNIST(root=root, train=False, download=False)
+    except RuntimeError:
+        raise FileNotFoundError(f"Fashion-MNIST was not found under {root} (expected {root}/FashionMNIST/raw/t10k-*-ubyte).") from None
+    return ds.data.numpy(), ds.targets.numpy(), list(ds.classes)
+
+
+def select_balanced(labels: np.ndarray, n: int) -> list[int]:
+    """The first n/10 test indices of each class (n rounded up to a multiple of 10), in index order."""
+    per_class = math.ceil(n / NUM_CLASSES)
+    chosen = [int(i) for c in range(NUM_CLASSES) for i in np.flatnonzero(labels == c)[:per_class]]
+    return sorted(chosen)
+
+
+def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[Path, int]]:
+    """Write `out_dir/<index>_<label>.jpg` and `labels.csv`; reuse them if already built with the same n and seed.
+
+    Each image has its own generator seeded by (seed, test index), so an image does not change
+    when n changes.
+    """
+    out_dir = Path(out_dir)
+    stamp = {"generator_version": GENERATOR_VERSION, "n": n, "seed": seed}
+    meta_path, csv_path = out_dir / "meta.json", out_dir / "labels.csv"
+    if meta_path.is_file() and csv_path.is_file() and json.loads(meta_path.read_text()) == stamp:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if all((out_dir / r["file"]).is_file() for r in rows):
+            return [(out_dir / r["file"], int(r["label"])) for r in rows]
+    images, labels, classes = load_test_set(root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items: list[tuple[Path, int]] = []
+    rows = []
+    for index in select_balanced(labels, n):
+        label = int(labels[index])
+        photo = make_photo_like(images[index], np.random.default_rng([seed, index]))
+        path = out_dir / f"{index}_{label}.jpg"
+        photo.save(path, "JPEG", quality=85)
+        items.append((path, label))
+        rows.append({"file": path.name, "index": index, "label": label, "class": classes[label]})
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "index", "label", "class"])
+        writer.writeheader()
+        writer.writerows(rows)
+    meta_path.write_text(json.dumps(stamp))
+    return items
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def newest_checkpoint(runs_dir: Path) -> Path:
+    found = sorted(Path(runs_dir).glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"No --checkpoint was given and there is no {runs_dir}/*/model.pt; train a model first or pass --checkpoint.")
+    return found[-1]
+
+
+def evaluate(items: list[tuple[Path, int]], model: torch.nn.Module, mean: float, std: float) -> dict[str, dict[str, float]]:
+    """Accuracy and per-image latency (decode + preprocess + forward, batch of 1) for both preprocessings."""
+    results = {}
+    for name, fn in (("naive", naive_preprocess), ("ours", preprocess)):
+        correct, refused, times = 0, 0, []
+        for path, label in items:
+            start = time.perf_counter()
+            try:
+                x = fn(open_image(path), mean, std)
+                with torch.inference_mode():
+                    pred = int(model(x.unsqueeze(0)).argmax(1))
+            except ImageError:
+                refused += 1
+                pred = -1
+            times.append(time.perf_counter() - start)
+            correct += pred == label
+        ms = np.array(times) * 1000
+        results[name] = {
+            "accuracy": correct / len(items),
+            "refused": refused,
+            "median_ms": float(np.median(ms)),
+            "p95_ms": float(np.percentile(ms, 95)),
+        }
+    return results
+
+
+def clean_accuracy(root: str, items: list[tuple[Path, int]], model: torch.nn.Module, mean: float, std: float) -> float:
+    """The same model on the original 28x28 tiles of the same images: the ceiling for any preprocessing."""
+    images, labels, _ = load_test_set(root)
+    index = [int(p.name.split("_")[0]) for p, _ in items]
+    x = (torch.from_numpy(images[index]).float() / 255 - mean) / std
+    with torch.inference_mode():
+        pred = model(x.unsqueeze(1)).argmax(1).numpy()
+    return float((pred == labels[index]).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default="../shared/data", help="folder holding FashionMNIST/raw")
+    parser.add_argument("--out", type=Path, required=True, help="where the benchmark images are (or will be) written")
+    parser.add_argument("--n", type=int, default=1000, help="number of images, balanced over the 10 classes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path, help="model.pt to evaluate (default: the newest runs/*/model.pt)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency is measured per image)")
+    args = parser.parse_args(argv)
+    if args.n < NUM_CLASSES:
+        parser.error(f"--n must be at least {NUM_CLASSES}")
+    torch.set_num_threads(args.threads)
+
+    from trainer.export import ModelFileError, load_model_file
+
+    checkpoint = args.checkpoint or newest_checkpoint(args.runs_dir)
+    try:
+        model, meta = load_model_file(checkpoint)
+    except ModelFileError as exc:
+        raise SystemExit(str(exc)) from None
+    mean, std = float(meta["mean"][0]), float(meta["std"][0])
+
+    try:
+        items = build_benchmark(args.data_root, args.out, args.n, args.seed)
+        clean = clean_accuracy(args.data_root, items, model, mean, std)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+    results = evaluate(items, model, mean, std)
+
+    print(f"Photo-like benchmark: n={len(items)}, seed={args.seed}, checkpoint={checkpoint}\n")
+    print("| preprocessing | accuracy | median ms | p95 ms |")
+    print("|---|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {100 * r['accuracy']:.1f}% | {r['median_ms']:.2f} | {r['p95_ms']:.2f} |")
+    print(f"| (original 28x28 tiles) | {100 * clean:.1f}% | | |")
+    if args.json:
+        report = {
+            "n": len(items),
+            "seed": args.seed,
+            "generator_version": GENERATOR_VERSION,
+            "checkpoint": str(checkpoint),
+            "clean_tiles_accuracy": clean,
+            **results,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Helpers the tests share: where things are, and how to run the real command."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_ROOT = Path(os.environ.get("FASHION_MNIST_ROOT", ROOT.parent / "shared" / "data")).resolve()
+
+
+def run_trainer(*overrides: str, config: str = "configs/quick.yaml", timeout: float = 600, env: dict | None = None):
+    """`python -m trainer.main` as a user runs it, from the project root."""
+    command = [sys.executable, "-m", "trainer.main", "--config", config, *overrides]
+    full_env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT), **(env or {})}
+    return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_idx(folder: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
+    """A tiny hermetic Fashion-MNIST in torchvision's raw layout: class k is a bright bar at row 2k."""
+    rng = np.random.default_rng(seed)
+    raw = folder / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label + 4 : 2 * label + 7, 4:24] = 255
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, 28, 28)) + images.tobytes()
+        )
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes((0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes())
+    return folder
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

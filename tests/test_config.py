@@ -1,0 +1,86 @@
+"""Config loading, overrides, and every bad input the trainer must refuse with one line and exit code 2."""
+
+import re
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, run_trainer, write_idx
+from trainer.config import ConfigError, load_config
+
+
+def test_default_config_and_overrides(monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_ROOT", "/somewhere/data")
+    cfg = load_config(ROOT / "configs" / "default.yaml", ["train.max_epochs=3", "train.lr=0.05", "run.name=x"])
+    assert cfg.data.root == "/somewhere/data"
+    assert (cfg.train.max_epochs, cfg.train.lr, cfg.run.name) == (3, 0.05, "x")
+    assert (cfg.data.val_size, cfg.output.root, cfg.resume, cfg.seed) == (5000, "runs", None, 0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["nosuch.key=1"], "unknown config key 'nosuch'"),
+        (["train.lr=fast"], "bad value for config key 'train.lr'"),
+        (["train.lr=-0.1"], "train.lr must be positive"),
+        (["train.max_epochs=0"], "train.max_epochs must be at least 1"),
+        (["data.val_size=60000"], "data.val_size must be between 1 and 59999"),
+        (["train.batch_size=0"], "train.batch_size must be at least 1"),
+        (["justaword"], "must look like key.sub=value"),
+    ],
+)
+def test_bad_overrides_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(ROOT / "configs" / "default.yaml", overrides)
+
+
+def assert_refused(result, message: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nosuch.key=1"], "unknown config key 'nosuch'"),
+        (["train.max_epochs=two"], "bad value for config key 'train.max_epochs'"),
+        (["train.lr=-1"], "train.lr must be positive"),
+        (["train.max_epochs=0"], "train.max_epochs must be at least 1"),
+        (["data.val_size=99999"], "data.val_size must be between"),
+        (["resume=/no/such/checkpoint.pt"], "checkpoint /no/such/checkpoint.pt does not exist"),
+    ],
+)
+def test_command_refuses_bad_input(args, message, tmp_path):
+    assert_refused(run_trainer(f"output.root={tmp_path}", *args), message)
+
+
+def test_command_refuses_missing_and_malformed_config_files(tmp_path):
+    assert_refused(run_trainer(config=str(tmp_path / "nope.yaml")), "does not exist")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    assert_refused(run_trainer(config=str(bad)), "is not valid YAML")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    assert_refused(run_trainer(config=str(listy)), "must hold a mapping")
+
+
+def test_command_refuses_missing_dataset_without_network(tmp_path):
+    result = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'empty'}")
+    assert_refused(result, "could not be downloaded")
+    assert "FASHION_MNIST_ROOT" in result.stderr
+    no_download = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'empty'}", "data.download=false")
+    assert_refused(no_download, "is missing")
+
+
+def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    data = write_idx(tmp_path / "data")
+    not_ours = tmp_path / "weights.pt"
+    torch.save({"something": torch.zeros(3)}, not_ours)
+    result = run_trainer(f"output.root={tmp_path}", f"data.root={data}", "data.val_size=50", f"resume={not_ours}")
+    assert_refused(result, "is not a training checkpoint of this project")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint at all")
+    result = run_trainer(f"output.root={tmp_path}", f"data.root={data}", "data.val_size=50", f"resume={garbage}")
+    assert_refused(result, "is corrupt, truncated or not a PyTorch file")

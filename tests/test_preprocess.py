@@ -1,0 +1,365 @@
+"""The demo's photo preprocessing: photo-like inputs, Fashion-MNIST pass-through, and every kind of bad upload."""
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFile, ImageFilter
+
+from benchmarks.photo_like import build_benchmark, load_test_set, make_photo_like
+from tests.bad_images import (
+    BAD_INPUTS,
+    CMYK_BOX,
+    LONG_NAME,
+    PALETTE_BOX,
+    alpha_cutout,
+    animated_gif,
+    as_bytes,
+    cmyk_jpeg,
+    garment_mask,
+    palette_png_transparency,
+    photo,
+    png_with_size,
+    shirt_tile,
+    sixteen_bit_png,
+    write_bad_inputs,
+)
+from trainer.errors import UserError
+from trainer.predict import DECODE_SIDE
+from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess, to_fashion_mnist
+
+torch.set_num_threads(1)
+MEAN, STD = 0.2860, 0.3530
+
+
+@pytest.fixture(scope="session")
+def test_set(data_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    images, labels, _ = load_test_set(str(data_root))
+    return images, labels
+
+
+def one_per_class(labels: np.ndarray, k: int = 1) -> list[int]:
+    return [int(i) for c in range(10) for i in np.flatnonzero(labels == c)[:k]]
+
+
+def expected_tile(box: tuple[int, int, int, int]) -> np.ndarray:
+    """Where the garment drawn in `box` should land in 28x28: longest edge filling the frame, centred."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    scale = 28 / max(w, h)
+    left, top = (28 - w * scale) / 2, (28 - h * scale) / 2
+    return np.asarray(garment_mask((28, 28), (left, top, left + w * scale, top + h * scale))) > 127
+
+
+def bbox(a: np.ndarray, threshold: int = 40) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(a > threshold)
+    return int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
+
+
+def assert_fashion_mnist_like(out: np.ndarray) -> None:
+    """Light on black, centred, the longest edge filling the frame."""
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    ring = np.concatenate([out[0], out[-1], out[:, 0], out[:, -1]])
+    assert np.median(ring) < 10, "the background must come out black"
+    assert out.max() >= 250, "the garment must come out light (Fashion-MNIST tiles peak at 255)"
+    y0, y1, x0, x1 = bbox(out)
+    assert max(y1 - y0, x1 - x0) + 1 >= 25, f"the garment should fill the frame, its box is {(y0, y1, x0, x1)}"
+    assert abs((y0 + y1) / 2 - 13.5) <= 2.0 and abs((x0 + x1) / 2 - 13.5) <= 2.0, "the garment should be centred"
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def assert_user_message(exc: pytest.ExceptionInfo, *words: str) -> None:
+    message = str(exc.value)
+    assert isinstance(exc.value, ValueError)
+    assert message.endswith(".") and ". " not in message and "\n" not in message and len(message) < 200, message
+    assert "Traceback" not in message and "Error" not in message, message
+    for word in words:
+        assert word in message.lower(), message
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST passes through
+
+
+def test_real_tiles_pass_through_unchanged(test_set):
+    images, _ = test_set
+    for tile in images[:300]:
+        assert np.array_equal(to_fashion_mnist(Image.fromarray(tile)), tile)
+    tile = images[0]
+    assert np.array_equal(to_fashion_mnist(Image.fromarray(tile).convert("RGB")), tile)
+    x = preprocess(Image.fromarray(tile), MEAN, STD)
+    assert x.dtype == torch.float32 and x.shape == (1, 28, 28)
+    expected = (torch.from_numpy(tile).float() / 255 - MEAN) / STD
+    assert torch.allclose(x[0], expected, atol=1e-6), "a real tile must reach the model exactly as in training"
+
+
+def test_upscaled_tile_comes_back_close(test_set):
+    images, labels = test_set
+    for i in one_per_class(labels):
+        tile = images[i]
+        big = Image.fromarray(tile).resize((280, 280), Image.Resampling.BICUBIC)
+        out = to_fashion_mnist(big).astype(int)
+        assert np.abs(out - tile.astype(int)).mean() < 12, f"test image {i}"
+
+
+# --------------------------------------------------------------------------- photo-like inputs
+
+
+def test_photo_like_real_tiles_come_out_like_the_tile(test_set):
+    images, labels = test_set
+    scores = []
+    for i in one_per_class(labels, 2):
+        picture = Image.open(io.BytesIO(as_bytes(make_photo_like(images[i], np.random.default_rng([7, i])), "JPEG", quality=85)))
+        out = to_fashion_mnist(picture)
+        assert out.shape == (28, 28) and out.dtype == np.uint8
+        assert np.median(np.concatenate([out[0], out[-1], out[:, 0], out[:, -1]])) < 10, f"test image {i}: background not black"
+        scores.append(np.corrcoef(out.ravel().astype(float), images[i].ravel().astype(float))[0, 1])
+    assert np.median(scores) > 0.85 and min(scores) > 0.5, np.round(scores, 2)
+
+
+def test_synthetic_shape_on_photo_like_background():
+    tile = shirt_tile()
+    for seed in range(4):
+        out = to_fashion_mnist(photo(seed))
+        assert_fashion_mnist_like(out)
+        assert iou(out > 60, tile > 60) > 0.75, f"seed {seed}"
+
+
+def test_dark_garment_on_light_cluttered_background():
+    w, h = 480, 360
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:h, 0:w]
+    sheet = np.stack([235 - 0.04 * xs, 230 - 0.04 * xs, 222 - 0.03 * ys], axis=2)  # warm, lit from the left
+    sheet += 6 * np.sin(xs / 2.5)[..., None] * np.sin(ys / 2.5)[..., None] + rng.normal(0, 2, (h, w, 1))  # weave
+    img = Image.fromarray(np.clip(sheet, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    draw.line([(0, 20), (470, 8)], fill=(60, 60, 70), width=4)  # a cable along the top edge
+    draw.rectangle([0, 300, 60, 360], fill=(150, 40, 40))  # a red box in the corner
+    draw.ellipse([430, 290, 480, 340], fill=(40, 90, 160))  # a blue cup
+    box = (170, 60, 350, 280)
+    img.paste((45, 50, 70), mask=garment_mask(img.size, box))  # a navy T-shirt, off-centre
+    out = to_fashion_mnist(img.filter(ImageFilter.GaussianBlur(0.8)))
+    assert_fashion_mnist_like(out)
+    assert iou(out > 60, expected_tile(box)) > 0.75
+
+
+def test_grey_garment_on_brown_floor():
+    """The garment is lighter than the floor: only colour tells them apart."""
+    w, h = 400, 520
+    rng = np.random.default_rng(1)
+    ys, xs = np.mgrid[0:h, 0:w]
+    grain = 10 * np.sin((xs + 8 * np.sin(ys / 40.0)) / 3.0) + rng.normal(0, 3, (h, w))
+    floor = np.stack([125 + grain, 82 + 0.8 * grain, 48 + 0.5 * grain], axis=2)
+    floor[:, ::90] *= 0.6  # seams between planks
+    img = Image.fromarray(np.clip(floor, 0, 255).astype(np.uint8))
+    box = (60, 110, 330, 410)
+    img.paste((140, 140, 140), mask=garment_mask(img.size, box))
+    out = to_fashion_mnist(img.filter(ImageFilter.GaussianBlur(0.7)))
+    assert_fashion_mnist_like(out)
+    expected = expected_tile(box)
+    assert iou(out > 60, expected) > 0.75
+    assert out[expected].mean() > 150, "the garment must be light"
+
+
+def test_preprocess_and_naive_shapes_and_normalisation():
+    picture = photo(3)
+    for fn in (preprocess, naive_preprocess):
+        x = fn(picture, MEAN, STD)
+        assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    tile = to_fashion_mnist(picture)
+    assert torch.allclose(preprocess(picture, MEAN, STD)[0], (torch.from_numpy(tile).float() / 255 - MEAN) / STD)
+    naive = naive_preprocess(picture, MEAN, STD)[0] * STD + MEAN
+    assert naive[0, 0] > 0.6, "the naive row keeps the light background: it is the comparison, not a fix"
+
+
+# --------------------------------------------------------------------------- decoding and bad inputs
+
+# a word each refusal's sentence must contain: it says what is wrong, not only that something is
+REASON = {
+    "empty": "empty",
+    "not_an_image": "not an image",
+    "pdf_as_png": "not an image",
+    "random_bytes": "not an image",
+    "truncated_jpeg": "incomplete",
+    "corrupt_png": "damaged",
+    "decompression_bomb": "too large",
+    "huge_dimensions": "too large",
+    "one_pixel": "1x1",
+    "thin_strip": "strip",
+    "blank_light": "no garment",
+    "blank_dark": "blank",
+}
+
+
+def test_sources_path_str_bytes_and_file_object(tmp_path):
+    img = photo(0)
+    data = as_bytes(img, "PNG")
+    path = tmp_path / "photo.png"
+    path.write_bytes(data)
+    for source in (path, str(path), data, io.BytesIO(data)):
+        out = open_image(source)
+        assert out.mode == "RGB" and out.size == img.size
+        assert np.array_equal(np.asarray(out), np.asarray(img))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError) as exc:
+        open_image(tmp_path / "nope.jpg")
+    assert_user_message(exc, "does not exist")
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    return write_bad_inputs(tmp_path_factory.mktemp("bad_inputs"))
+
+
+def test_bad_inputs_are_written_small_and_complete(tmp_path):
+    paths = write_bad_inputs(tmp_path)
+    assert list(paths) == list(BAD_INPUTS) and set(BAD_INPUTS.values()) == {"refused", "predicted"}
+    assert {name for name, expect in BAD_INPUTS.items() if expect == "refused"} == set(REASON)
+    assert all(p.parent == tmp_path and p.is_file() and p.suffix for p in paths.values())
+    assert paths["empty"].stat().st_size == 0 and paths["long_file_name"].name == LONG_NAME and len(LONG_NAME) >= 200
+    assert paths["pdf_as_png"].suffix == ".png" and paths["not_an_image"].suffix == ".jpg"
+    assert sum(p.stat().st_size for p in paths.values()) < 500_000, "the bad inputs must stay small on disk"
+    bomb = paths["decompression_bomb"].read_bytes()
+    assert len(bomb) < 4096 and struct.unpack(">II", bomb[16:24]) == (30000, 30000)
+    assert struct.unpack(">I", bomb[29:33])[0] == zlib.crc32(bomb[12:29]), "the header's CRC must be valid: only its size is hostile"
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+@pytest.mark.parametrize("max_side", [None, DECODE_SIDE], ids=["full", "draft"])
+def test_bad_input(bad_inputs, name, max_side):
+    """Each bad upload is either refused with one sentence saying why, or becomes a sensible 28x28 tile."""
+    path = bad_inputs[name]
+    if BAD_INPUTS[name] == "refused":
+        with pytest.raises(ImageError) as exc:
+            to_fashion_mnist(open_image(path, max_side=max_side))
+        assert_user_message(exc, REASON[name])
+    else:
+        out = to_fashion_mnist(open_image(path, max_side=max_side))
+        assert out.shape == (28, 28) and out.dtype == np.uint8
+        assert out.max() >= 250 and (out > 60).mean() > 0.1, "the tile must show a garment, not be blank"
+        assert_fashion_mnist_like(out)
+
+
+@pytest.mark.parametrize("side", [30000, 7000])  # beyond Pillow's own bomb limit, and beyond only ours (40 MP)
+def test_decompression_bomb_refused_before_decoding(side, monkeypatch):
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or real_load(self))
+    with pytest.raises(ImageError) as exc:
+        open_image(png_with_size(side, side))  # from bytes in memory, as an upload arrives
+    assert decoded == [], "must be refused from the header, before any pixel data is decoded"
+    assert_user_message(exc, "too large")
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    ramp = np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (64, 1))
+    img = open_image(as_bytes(Image.fromarray(ramp), "PNG"))
+    a = np.asarray(img)
+    assert img.mode == "RGB"
+    assert a[0, 0, 0] == 0 and a[0, -1, 0] == 255
+    assert abs(int(a[0, 128, 0]) - 128) <= 2, "mid-grey must stay mid-grey"
+    # the 16-bit photo of the bad inputs keeps its light background light (clipping would make it all white)
+    with Image.open(io.BytesIO(sixteen_bit_png())) as raw:
+        assert raw.mode.startswith("I")
+    photo_grey = np.asarray(open_image(sixteen_bit_png()).convert("L"), dtype=int)
+    assert np.abs(photo_grey - np.asarray(photo(5).convert("L"), dtype=int)).max() <= 1
+
+
+def test_cmyk_jpeg():
+    out = open_image(cmyk_jpeg())
+    a = np.asarray(out)
+    left, top, right, bottom = CMYK_BOX
+    assert out.mode == "RGB"
+    assert a[5, 5].min() > 230 and a[(top + bottom) // 2, (left + right) // 2].max() < 90, "white stays white, dark stays dark"
+
+
+def test_palette_png_with_transparency():
+    out = open_image(palette_png_transparency())
+    assert np.asarray(out)[2, 2].min() == 255, "transparent pixels must become background, not black"
+    assert iou(to_fashion_mnist(out) > 60, expected_tile(PALETTE_BOX)) > 0.75
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_cutouts_dark_and_light(mode):
+    for grey, under in ((50, 255), (235, 0)):  # a dark garment goes on white, a white one on black
+        out = open_image(alpha_cutout(grey, mode))
+        assert out.mode == "RGB" and np.asarray(out)[3, 3].tolist() == [under] * 3
+        assert_fashion_mnist_like(to_fashion_mnist(out))
+
+
+def test_animated_gif_uses_first_frame():
+    out = open_image(animated_gif())
+    a = np.asarray(out)
+    assert out.mode == "RGB" and a[5, 5].min() > 240 and a[50, 60].max() < 40
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (200, 100), (255, 255, 255))
+    ImageDraw.Draw(img).rectangle([0, 0, 20, 100], fill=(0, 0, 0))  # dark bar on the left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    out = open_image(as_bytes(img, "JPEG", exif=exif.tobytes()))
+    assert out.size == (100, 200) and np.asarray(out)[5, 50].max() < 60, "the bar is at the top once upright"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
+def test_damaged_files_never_escape_as_other_errors(fmt):
+    """Random byte flips and cuts: each upload either works or is refused with ImageError, never a traceback."""
+    small = photo(0).resize((120, 90))
+    data = as_bytes(small.convert("P") if fmt == "GIF" else small, fmt)
+    rng = np.random.default_rng(1)
+    outcomes = {"tile": 0, "refused": 0}
+    for _ in range(40):
+        damaged = bytearray(data)
+        for j in rng.integers(0, len(damaged), size=int(rng.integers(1, 6))):
+            damaged[j] = int(rng.integers(0, 256))
+        if rng.random() < 0.3:
+            damaged = damaged[: int(rng.integers(1, len(damaged)))]
+        try:
+            out = to_fashion_mnist(open_image(bytes(damaged)))
+        except ImageError as exc:
+            assert_user_message(pytest.ExceptionInfo.from_exception(exc))
+            outcomes["refused"] += 1
+        else:
+            assert out.shape == (28, 28) and out.dtype == np.uint8
+            outcomes["tile"] += 1
+    assert outcomes["refused"] > 0, f"the damage must reach the decoder: {outcomes}"
+
+
+def test_image_error_is_a_user_error_and_a_value_error():
+    assert issubclass(ImageError, UserError) and issubclass(ImageError, ValueError)
+    with pytest.raises(UserError):
+        open_image(b"")
+
+
+# --------------------------------------------------------------------------- the benchmark set
+
+
+def test_make_photo_like_is_deterministic_and_photo_like(test_set):
+    images, _ = test_set
+    a = make_photo_like(images[0], np.random.default_rng([0, 0]))
+    b = make_photo_like(images[0], np.random.default_rng([0, 0]))
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    for i in range(5):
+        img = make_photo_like(images[i], np.random.default_rng([1, i]))
+        w, h = img.size
+        assert img.mode == "RGB" and 200 <= max(w, h) <= 600 and w != h
+        ring = np.asarray(img.convert("L"))[[0, -1]].ravel()
+        assert np.median(ring) > 120, "a light background"
+
+
+def test_build_benchmark_balanced_and_reused(data_root, tmp_path):
+    items = build_benchmark(str(data_root), tmp_path / "set", n=10, seed=0)
+    assert len(items) == 10 and sorted(label for _, label in items) == list(range(10))
+    assert all(p.is_file() and p.suffix == ".jpg" and p.stem.endswith(f"_{label}") for p, label in items)
+    assert (tmp_path / "set" / "labels.csv").read_text().count("\n") == 11
+    mtimes = [p.stat().st_mtime_ns for p, _ in items]
+    assert build_benchmark(str(data_root), tmp_path / "set", n=10, seed=0) == items
+    assert [p.stat().st_mtime_ns for p, _ in items] == mtimes, "an existing set is reused, not rebuilt"

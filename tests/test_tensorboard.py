@@ -1,0 +1,155 @@
+"""TensorBoard reads back everything a run logs: with its own event reader, and over HTTP from its real server."""
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.helpers import free_port, run_trainer
+from trainer.data import CLASS_NAMES
+
+EPOCHS, EPOCH_LENGTH = 2, 55_000 // 128
+EVERY = EPOCH_LENGTH // 10
+
+
+def accumulate(folder: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def events(trained_run) -> EventAccumulator:
+    return accumulate(trained_run)
+
+
+def test_per_epoch_scalars_and_learning_rate(events):
+    tags = events.Tags()["scalars"]
+    for tag in ("training/loss", "validation/loss", "validation/accuracy"):
+        assert [e.step for e in events.Scalars(tag)] == list(range(1, EPOCHS + 1)), tag
+    lr = events.Scalars("lr/group_0")
+    assert len(lr) == EPOCHS * EPOCH_LENGTH // EVERY and lr[-1].value < lr[0].value + 0.1
+    assert {"hparams/val_accuracy", "hparams/test_accuracy"} <= set(tags)
+
+
+def test_train_and_validation_loss_share_one_chart(trained_run):
+    """`add_scalars("loss", ...)`: two sub-runs with the same tag and the same steps, so one chart shows both."""
+    steps = {}
+    for part in ("train", "validation"):
+        scalars = accumulate(trained_run / f"loss_{part}").Scalars("loss")
+        steps[part] = [e.step for e in scalars]
+        assert all(0 < e.value < 3 for e in scalars)
+    assert steps["train"] == steps["validation"] == list(range(EVERY, EPOCHS * EPOCH_LENGTH + 1, EVERY))
+    subruns = sorted(p.name for p in trained_run.iterdir() if p.is_dir() and list(p.glob("events.out.tfevents.*")))
+    assert subruns == ["loss_train", "loss_validation"]
+
+
+def test_images_and_figures(events):
+    images = events.Tags()["images"]
+    expected = {"train/images", "train/images_labelled", "test/confusion_matrix", "test/predictions_vs_actuals", "test/most_confident_mistakes"}
+    assert expected <= set(images)
+    for tag in expected:
+        image = events.Images(tag)[-1]
+        assert image.width >= 200 and image.height >= 100 and len(image.encoded_image_string) > 1000
+
+
+def test_graph_has_every_layer(events):
+    nodes = " ".join(node.name for node in events.Graph().node)
+    for layer in ("conv1", "pool", "conv2", "fc1", "fc2", "fc3"):
+        assert f"[{layer}]" in nodes, layer
+
+
+def test_pr_curves_for_every_class(events):
+    tags = set(events.Tags()["tensors"])
+    for name in CLASS_NAMES:
+        assert f"pr_curve/{name}" in tags
+    assert events.PluginTagToContent("pr_curves")
+
+
+def test_hparams_and_config_text(events):
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams
+    assert b"train.lr" in hparams["_hparams_/session_start_info"]
+    assert "config/text_summary" in events.Tags()["tensors"]
+
+
+def test_projector_lists_pixels_and_features_with_matching_files(trained_run):
+    config = (trained_run / "projector_config.pbtxt").read_text()
+    embeddings = [block for block in config.split("embeddings {")[1:]]
+    assert len(embeddings) == 2
+    dims = {}
+    for block in embeddings:
+        fields = dict(line.strip().split(": ", 1) for line in block.splitlines() if ": " in line)
+        tensor = trained_run / json.loads(fields["tensor_path"])
+        metadata = trained_run / json.loads(fields["metadata_path"])
+        sprite = trained_run / json.loads(fields["image_path"])
+        rows = tensor.read_text().strip().splitlines()
+        labels = metadata.read_text().strip().splitlines()
+        assert len(rows) == len(labels) >= 1000
+        assert set(labels) <= set(CLASS_NAMES)
+        side = Image.open(sprite).size[0] // 28
+        assert side * side >= len(rows)
+        dims[json.loads(fields["tensor_name"]).split(":")[0]] = len(rows[0].split("\t"))
+    assert dims == {"pixels": 784, "features": 84}
+
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_server_serves_the_run(trained_run):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(trained_run.parent), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        runs = []
+        while time.monotonic() < deadline and "quick" not in runs:
+            try:
+                runs = get_json(f"{base}/data/runs")
+            except OSError:
+                time.sleep(0.5)
+        assert {"quick", "quick/loss_train", "quick/loss_validation"} <= set(runs), runs
+        scalars = get_json(f"{base}/data/plugin/scalars/tags")
+        assert "validation/accuracy" in scalars["quick"] and "loss" in scalars["quick/loss_train"]
+        assert "test/confusion_matrix" in get_json(f"{base}/data/plugin/images/tags")["quick"]
+        graphs = get_json(f"{base}/data/plugin/graphs/info")
+        assert graphs["quick"]["run_graph"]
+        assert "quick" in get_json(f"{base}/data/plugin/projector/runs")
+        projector = get_json(f"{base}/data/plugin/projector/info?run=quick")
+        assert {e["tensorName"].split(":")[0] for e in projector["embeddings"]} == {"pixels", "features"}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_unwritable_log_directory_stops_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_trainer(f"output.root={blocker}")
+    assert result.returncode == 2 and "cannot write the run directory" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and "Epoch" not in result.stderr
+
+
+def test_each_view_switches_off(tmp_path):
+    result = run_trainer(
+        f"output.root={tmp_path}", "run.name=lean", "train.max_epochs=1",
+        "tensorboard.graph=false", "tensorboard.embeddings=false", "tensorboard.eval_views=false", "tensorboard.images=false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "lean"
+    events = accumulate(run_dir)
+    assert not events.Tags()["graph"] and not events.Tags()["images"]
+    assert not (run_dir / "projector_config.pbtxt").exists()
+    assert "validation/accuracy" in events.Tags()["scalars"] and (run_dir / "model.pt").is_file()

@@ -1,0 +1,77 @@
+"""A real short training run on the real data: accuracy, run directory, model.pt, and exact resume."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from tests.helpers import DATA_ROOT, ROOT, read_metrics, run_trainer
+from trainer.data import CLASS_NAMES, load_splits
+from trainer.model import build_model
+
+
+def test_short_real_run_reaches_80_percent(trained_run):
+    metrics = read_metrics(trained_run)
+    assert metrics["test_accuracy"] >= 0.80
+    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] in (1, 2)
+    assert set(metrics["per_class_test_accuracy"]) == set(CLASS_NAMES)
+    for key in ("val_accuracy", "val_loss", "test_loss", "train_seconds"):
+        assert metrics[key] > 0
+
+
+def test_run_directory_layout(trained_run):
+    cfg = OmegaConf.load(trained_run / "config.yaml")
+    assert cfg.run.name == "quick" and cfg.train.max_epochs == 2
+    assert list(trained_run.glob("events.out.tfevents.*")), "TensorBoard events belong directly in the run directory"
+    checkpoints = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert len(checkpoints) == 2
+    assert checkpoints[0].startswith("best_checkpoint_") and "val_accuracy=" in checkpoints[0]
+    assert checkpoints[1].startswith("last_checkpoint_")
+    last = torch.load(trained_run / "checkpoints" / checkpoints[1], weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(last)
+    assert len(list((trained_run / "examples").glob("*.png"))) == len(CLASS_NAMES)
+
+
+def test_model_file_is_plain_and_reproduces_the_test_accuracy(trained_run, data_root):
+    payload = torch.load(trained_run / "model.pt", weights_only=True, map_location="cpu")
+    assert payload["arch"] == "lenet5" and payload["class_names"] == CLASS_NAMES
+    assert payload["input_size"] == [1, 28, 28] and len(payload["mean"]) == len(payload["std"]) == 1
+    for key in ("val_accuracy", "test_accuracy", "epoch", "versions"):
+        assert key in payload
+    model = build_model(payload["arch"], **payload["arch_kwargs"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    x, y = load_splits(data_root, 5000, seed=0).test
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+    assert abs(accuracy - read_metrics(trained_run)["test_accuracy"]) < 1e-4
+
+
+def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
+    """Ctrl-C in epoch 2 of the quick config, then the printed resume command: same as the straight run."""
+    command = [sys.executable, "-m", "trainer.main", "--config", "configs/quick.yaml", f"output.root={tmp_path}", "run.name=cut"]
+    env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 300
+    while "Epoch 1/2" not in seen and time.monotonic() < deadline:
+        seen += process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    seen += rest
+    assert process.returncode == 130, seen[-3000:]
+    resume = re.search(r"Resume with: python -m trainer.main (.*)", seen)
+    assert resume, seen[-3000:]
+    args = resume.group(1).split()
+    assert args[0] == "--config"
+    result = run_trainer(*args[2:], config=args[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed, straight = read_metrics(tmp_path / "cut"), read_metrics(trained_run)
+    assert resumed["epochs_run"] == straight["epochs_run"] == 2
+    for key in ("test_accuracy", "val_accuracy", "test_loss", "val_loss"):
+        assert abs(resumed[key] - straight[key]) < 1e-4, (key, resumed[key], straight[key])
