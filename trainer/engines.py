@@ -5,6 +5,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
 from ignite.handlers import PiecewiseLinear, TerminateOnNan
 from ignite.metrics import Accuracy, Average, ConfusionMatrix, Loss, Metric
+from ignite.metrics.metric import MetricUsage
 from omegaconf import DictConfig
 
 from trainer.data import InMemoryLoader
@@ -35,7 +36,12 @@ def create_trainer(
     train_loader: InMemoryLoader,
     cfg: DictConfig,
     device: torch.device,
+    log_every: int,
 ) -> Engine:
+    """Metrics on the trainer: `loss` averaged over the epoch, `recent_loss` over the last `log_every` iterations.
+
+    Both are attached on every rank: Ignite metrics all-reduce when computed, so all ranks must compute them.
+    """
     on_cuda = device.type == "cuda" and cfg.train.amp
     trainer = create_supervised_trainer(
         model, optimizer, loss_fn, device=device, non_blocking=True, amp_mode="amp" if on_cuda else None, scaler=on_cuda
@@ -50,6 +56,12 @@ def create_trainer(
     trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
     Average(output_transform=lambda loss: loss).attach(trainer, "loss")
+    window = MetricUsage(
+        started=Events.ITERATION_STARTED(event_filter=lambda _, i: (i - 1) % log_every == 0),
+        completed=Events.ITERATION_COMPLETED(every=log_every),
+        iteration_completed=Events.ITERATION_COMPLETED,
+    )
+    Average(output_transform=lambda loss: loss).attach(trainer, "recent_loss", usage=window)
     return trainer
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import ignite
 import ignite.distributed as idist
@@ -71,13 +72,19 @@ def name_run(cfg: DictConfig) -> None:
     resumed = run_dir_of(cfg.resume) if cfg.resume else None
     if resumed is not None:
         cfg.run.name, cfg.output.root = resumed.name, str(resumed.parent)
-    else:
-        cfg.run.name = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}"
+        return
+    stamp, suffix = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}", 1
+    cfg.run.name = stamp
+    while (Path(cfg.output.root) / cfg.run.name).exists():
+        suffix += 1
+        cfg.run.name = f"{stamp}-{suffix}"
 
 
 def prepare_run_dir(cfg: DictConfig) -> Path:
     """Create the run directory and its config.yaml up front, so an unwritable place fails before training."""
     run_dir = Path(cfg.output.root) / cfg.run.name
+    if not cfg.resume and (run_dir / "config.yaml").exists():
+        raise UserError(f"run directory {run_dir} already holds a run: choose another run.name, or resume it with resume=CHECKPOINT")
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
@@ -97,6 +104,7 @@ def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimi
 
 def load_best_weights(model: nn.Module, best: Checkpoint) -> int:
     """Copy the best checkpoint's weights into `model` on every rank; return the epoch they come from."""
+    model = getattr(model, "module", model)  # checkpoints hold the bare network, without DDP's "module." prefix
     state = model.state_dict()
     epoch = 0
     if idist.get_rank() == 0 and best.last_checkpoint is not None:
@@ -132,7 +140,8 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     splits, train_loader, val_loader, test_loader = get_dataflow(cfg)
     model, optimizer, loss_fn, lr_scheduler = initialize(cfg, len(train_loader))
     device = idist.device()
-    trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device)
+    log_every = cfg.log.every or max(1, len(train_loader) // 10)
+    trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device, log_every)
     evaluator = create_evaluator(model, loss_fn, device)
     final_val = create_evaluator(model, loss_fn, device)
     final_test = create_evaluator(model, loss_fn, device, num_classes=len(CLASS_NAMES))
@@ -156,7 +165,7 @@ def training(local_rank: int, cfg: DictConfig) -> int:
         from trainer.handlers.tensorboard import TensorBoardViews
 
         views = TensorBoardViews(cfg, run_dir, model, splits, CLASS_NAMES)
-        views.attach(trainer, evaluator, final_val, final_test, optimizer, cfg.log.every or max(1, len(train_loader) // 10))
+        views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
     stop = GracefulStop()
     stop.install()
     stop.attach(trainer)
@@ -209,6 +218,10 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except OSError as exc:  # the disk filled up or the run directory became unwritable while training
+        where = exc.filename or Path(cfg.output.root) / cfg.run.name
+        print(f"error: cannot write {where}: {exc.strerror or exc}; checkpoints already written are intact", file=sys.stderr, flush=True)
+        code = 1
     if code:
         sys.exit(code)
 
@@ -266,7 +279,8 @@ def launch_settings(cfg: DictConfig) -> dict:
     return {"backend": backend, "nproc_per_node": None if under_torchrun or backend is None else nproc}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, process: Callable[[int, DictConfig], None] = run_process) -> int:
+    """Parse, check, then run `process` in each of the processes `launch_settings` asks for."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = load_config(args.config, args.overrides)
@@ -279,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with idist.Parallel(**settings) as parallel:
-            parallel.run(run_process, cfg)
+            parallel.run(process, cfg)
     except SystemExit as exc:
         return int(exc.code or 0)
     except ProcessExitedException as exc:

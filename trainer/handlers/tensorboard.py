@@ -16,8 +16,6 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from ignite.handlers import TensorboardLogger, global_step_from_engine
 from ignite.handlers.tensorboard_logger import GradsHistHandler, WeightsHistHandler
-from ignite.metrics import Average
-from ignite.metrics.metric import MetricUsage
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
@@ -55,12 +53,6 @@ class TensorBoardViews:
             global_step_transform=global_step_from_engine(trainer),
         )
         self.tb.attach_opt_params_handler(trainer, Events.ITERATION_COMPLETED(every=every), optimizer)
-        window = MetricUsage(
-            started=Events.ITERATION_STARTED(event_filter=lambda _, i: (i - 1) % every == 0),
-            completed=Events.ITERATION_COMPLETED(every=every),
-            iteration_completed=Events.ITERATION_COMPLETED,
-        )
-        Average(output_transform=lambda loss: loss).attach(trainer, "window_loss", usage=window)
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), self.log_train_vs_val_loss)
         trainer.add_event_handler(Events.STARTED, self.log_start_views)
         evaluator.add_event_handler(Events.COMPLETED, lambda _: self.writer.flush())
@@ -76,7 +68,7 @@ class TensorBoardViews:
         self.model.eval()
         with torch.no_grad():
             val_loss = F.cross_entropy(self.model(x.to(device)), y.to(device)).item()
-        scalars = {"train": trainer.state.metrics["window_loss"], "validation": val_loss}
+        scalars = {"train": trainer.state.metrics["recent_loss"], "validation": val_loss}
         self.writer.add_scalars("loss", scalars, trainer.state.iteration)
 
     def log_start_views(self, trainer: Engine) -> None:

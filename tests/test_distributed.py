@@ -1,0 +1,46 @@
+"""Data-parallel training through ignite.distributed: two gloo processes on this CPU, as a user starts them."""
+
+import os
+import subprocess
+import sys
+import time
+
+from tests.helpers import DATA_ROOT, ROOT, read_metrics, run_trainer
+
+# 20,000 training images, 2 epochs of 156 global batches: long enough to compare, short enough for CI.
+SHORT = ["data.val_size=40000", "train.max_epochs=2", "tensorboard.embeddings=false", "tensorboard.graph=false"]
+
+
+def test_two_gloo_processes_train_one_model_like_one_process(tmp_path):
+    two = run_trainer(f"output.root={tmp_path}", "run.name=two", "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_trainer(f"output.root={tmp_path}", "run.name=one", *SHORT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+    run_dir = tmp_path / "two"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert len(list(run_dir.rglob("model.pt"))) == 1 and len(list(run_dir.glob("checkpoints/last_*.pt"))) == 1
+    assert two.stderr.count("Epoch 1/2") == 1, "only rank 0 logs progress"
+    two_metrics, one_metrics = read_metrics(run_dir), read_metrics(tmp_path / "one")
+    assert two_metrics["epochs_run"] == one_metrics["epochs_run"] == 2
+    assert abs(two_metrics["test_accuracy"] - one_metrics["test_accuracy"]) <= 0.02, (two_metrics, one_metrics)
+    assert two_metrics["test_accuracy"] >= 0.75
+
+
+def test_a_failing_rank_ends_the_whole_run(tmp_path):
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.failing_rank", "--config", "configs/quick.yaml", f"output.root={tmp_path}",
+         "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT],
+        cwd=ROOT, env={**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+    assert time.monotonic() - started < 60
+    assert result.returncode != 0
+    assert "injected failure in rank 1" in result.stderr.strip().splitlines()[-1]
+
+
+def test_nccl_without_gpus_is_refused_up_front(tmp_path):
+    result = run_trainer(f"output.root={tmp_path}", "dist.backend=nccl", "dist.nproc_per_node=2")
+    assert result.returncode == 2 and "needs CUDA GPUs" in result.stderr.strip().splitlines()[-1]
+    result = run_trainer(f"output.root={tmp_path}", "dist.nproc_per_node=3", "train.batch_size=128")
+    assert result.returncode == 2 and "must divide evenly among 3 processes" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,168 @@
+"""Training under faults: interruption, kill -9 at any moment, hostile or mismatched files, corrupt data, a full disk."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import DATA_ROOT, ROOT, run_trainer
+from trainer.data import raw_folder
+
+QUICK = ["--config", "configs/quick.yaml"]
+
+
+def start(*overrides: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "trainer.main", *QUICK, *overrides]
+    env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}
+    return subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def read_until(process: subprocess.Popen, text: str, timeout: float = 300) -> str:
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline and process.poll() is None:
+        seen += process.stderr.readline()
+    assert text in seen, seen[-2000:]
+    return seen
+
+
+def wait_for_file(folder: Path, pattern: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(pattern)) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def assert_files_intact(run_dir: Path) -> None:
+    """Whatever is in place under its real name must be whole and readable."""
+    for checkpoint in (run_dir / "checkpoints").glob("*.pt"):
+        assert {"model", "optimizer", "trainer"} <= set(torch.load(checkpoint, weights_only=True))
+    if (run_dir / "model.pt").exists():
+        assert "state_dict" in torch.load(run_dir / "model.pt", weights_only=True)
+    if (run_dir / "metrics.json").exists():
+        assert "test_accuracy" in json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_sigterm_checkpoints_flushes_and_exits_143(tmp_path):
+    process = start(f"output.root={tmp_path}", "run.name=term")
+    read_until(process, "Epoch 1/2")
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 143, rest[-2000:]
+    assert "Resume with: python -m trainer.main --config" in rest
+    run_dir = tmp_path / "term"
+    assert_files_intact(run_dir)
+    assert len(list((run_dir / "checkpoints").glob("last_checkpoint_*.pt"))) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("validation/accuracy")] == [1], "TensorBoard was flushed before exiting"
+
+
+KILL_MOMENTS = {
+    "while loading data": lambda p, run_dir: read_until(p, "Run '"),
+    "while the first checkpoint is written": lambda p, run_dir: wait_for_file(run_dir / "checkpoints", "*"),
+    "right after epoch 1": lambda p, run_dir: read_until(p, "Epoch 1/2"),
+    "in the middle of epoch 2": lambda p, run_dir: (read_until(p, "Epoch 1/2"), time.sleep(2)),
+    "while model.pt is written": lambda p, run_dir: wait_for_file(run_dir, "*model.pt*"),
+}
+
+
+def test_kill_9_at_any_moment_leaves_only_whole_files_and_resumes(tmp_path):
+    resumable = []
+    for i, (moment, wait) in enumerate(KILL_MOMENTS.items()):
+        run_dir = tmp_path / f"kill{i}"
+        process = start(f"output.root={tmp_path}", f"run.name={run_dir.name}", "tensorboard.enabled=false")
+        wait(process, run_dir)
+        process.kill()
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL, moment
+        assert_files_intact(run_dir)
+        resumable += sorted((run_dir / "checkpoints").glob("last_checkpoint_*.pt"))
+    assert resumable, "some kill came after a checkpoint was written"
+    latest = max(resumable, key=lambda p: int(p.stem.split("_")[-1]))
+    result = run_trainer(*QUICK[1:2], f"resume={latest}", "tensorboard.enabled=false", config=QUICK[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((latest.parent.parent / "metrics.json").read_text())["epochs_run"] == 2
+
+
+class RunsCode:
+    """Unpickling this would create a marker file: the shape of a malicious checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_hostile_checkpoint_and_model_file_never_run_code(tmp_path, trained_run):
+    marker = tmp_path / "pwned"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"model": {}, "optimizer": {}, "lr_scheduler": {}, "trainer": RunsCode(marker)}, hostile)
+    result = run_trainer(f"output.root={tmp_path}", f"resume={hostile}")
+    assert result.returncode == 2 and "was refused" in result.stderr.strip().splitlines()[-1]
+    demo = subprocess.run([sys.executable, "demo/app.py", "--checkpoint", str(hostile)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 2 and "was refused" in demo.stderr
+    predict = subprocess.run(
+        [sys.executable, "-m", "trainer.predict", "--checkpoint", str(hostile), str(trained_run / "examples" / "1_Trouser.png")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert predict.returncode == 2 and "was refused" in predict.stderr
+    assert not marker.exists(), "the pickled code ran"
+
+
+def test_checkpoint_of_another_model_is_refused_naming_the_mismatch(tmp_path, trained_run):
+    last = next((trained_run / "checkpoints").glob("last_checkpoint_*.pt"))
+    result = run_trainer(f"output.root={tmp_path}", "run.name=other", f"resume={last}", "model.name=small_cnn")
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "does not fit" in message and "conv1" in message, message
+
+
+def test_altered_dataset_file_is_named(tmp_path, data_root):
+    copy = tmp_path / "data" / "FashionMNIST" / "raw"
+    shutil.copytree(raw_folder(data_root), copy)
+    images = copy / "train-images-idx3-ubyte"
+    with open(images, "r+b") as f:
+        f.seek(1_000_000)
+        byte = f.read(1)
+        f.seek(1_000_000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    result = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'data'}")
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and str(images) in message and "differs from the official release" in message
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB file system of its own, to fill up while a run writes to it (needs root, as CI runs)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(small_disk):
+    process = start(f"output.root={small_disk}", "run.name=full", "tensorboard.enabled=false")
+    checkpoints = small_disk / "full" / "checkpoints"
+    wait_for_file(checkpoints, "last_checkpoint_*.pt")
+    time.sleep(0.5)
+    with open(small_disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-2000:]
+    message = stderr.strip().splitlines()[-1]
+    assert "No space left on device" in message and "Traceback" not in stderr, message
+    kept = list(checkpoints.glob("last_checkpoint_*.pt"))
+    assert len(kept) == 1 and torch.load(kept[0], weights_only=True)["trainer"]["iteration"] > 0
