@@ -14,9 +14,10 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 DOCS = Path(__file__).resolve().parent
+# No --disable-gpu: the Projector tab needs WebGL, which SwiftShader renders in software.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
+    "--headless", "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
 ]
 TABS = ["scalars", "images", "graphs", "projector", "pr_curves", "hparams", "text"]
 
@@ -42,6 +43,8 @@ def serve(command: list[str], url: str) -> subprocess.Popen:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--tabs", nargs="*", default=TABS, help="TensorBoard tabs to capture (default: all)")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo screenshot")
     args = parser.parse_args()
     tb_port, demo_port = free_port(), free_port()
     tensorboard = serve(
@@ -56,10 +59,12 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            for tab in TABS:
+            for tab in args.tabs:
                 page.goto(f"http://127.0.0.1:{tb_port}/?runFilter={args.run_dir.name}#{tab}")
                 page.wait_for_timeout(6000 if tab in ("projector", "graphs") else 3500)
                 page.screenshot(path=str(DOCS / f"tensorboard_{tab}.png"))
+            if args.no_demo:
+                return
             page.goto(f"http://127.0.0.1:{demo_port}")
             page.wait_for_timeout(2000)
             example = sorted((args.run_dir / "examples").glob("*.png"))[0]
