@@ -5,8 +5,17 @@ The app loads a run's `model.pt` (the newest `runs/*/model.pt` by default) and s
 """
 
 import argparse
+import base64
+import binascii
+import hashlib
+import html
+import io
+import logging
 import os
+import signal
 import sys
+import urllib.parse
+import uuid
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,23 +29,76 @@ from trainer.predict import MODEL_ENV, Classifier, resolve_model_path  # noqa: E
 from trainer.preprocess import ImageError  # noqa: E402
 
 SEEN_SIZE = 224
-MAX_UPLOAD = "20mb"
+MAX_UPLOAD = 20 * 1024 * 1024  # bytes; Gradio refuses a larger upload with HTTP 413 before it is stored
 CONCURRENCY = 4
 QUEUE_SIZE = 256
+DELETE_CACHE = (1800, 3600)  # every 30 min, delete uploads and results older than an hour; all of them at shutdown
+
+NO_IMAGE = "No image: upload a photo of a garment, paste one, or take one with the webcam."
+NOT_UPLOADED = "Only a photo uploaded to this app can be classified; please upload the file."
+UNEXPECTED = "Something went wrong while reading this picture; please try another photo."
+
+log = logging.getLogger("demo")
+
+
+def refuse(message: str) -> gr.Error:
+    """An error for the person who sent the request: shown as text (Gradio renders HTML), with no traceback in the log."""
+    return gr.Error(html.escape(message, quote=False), print_exception=False)
 
 
 class UploadedImage(gr.Image):
-    """An image input that hands the upload's path to our own safe decoder, instead of opening it with PIL first.
+    """An image input that hands the upload to our own safe decoder, instead of opening it with PIL first.
 
-    `is_template` makes Gradio draw it with the standard Image component in the browser.
+    It passes on the path of a file in Gradio's upload folder, or the bytes of a `data:` URL, and nothing
+    else: a request naming any other path (Gradio only checks that for payloads that carry a `meta` field)
+    must not make the server read its own files.  `is_template` makes Gradio draw it with the standard
+    Image component in the browser.
     """
 
     is_template = True
 
-    def preprocess(self, payload):
-        if payload is None or (payload.url or "").startswith("data:"):
-            return super().preprocess(payload)
-        return payload.path
+    def preprocess(self, payload) -> str | bytes | None:
+        if payload is None:
+            return None
+        if (payload.url or "").startswith("data:"):
+            return data_url_bytes(payload.url)
+        path = Path(payload.path or "").resolve()
+        if not path.is_relative_to(Path(self.GRADIO_CACHE).resolve()):
+            raise refuse(NOT_UPLOADED)
+        return str(path)
+
+
+def data_url_bytes(url: str) -> bytes:
+    """The bytes of a `data:` URL (a pasted image), no larger than an upload may be."""
+    header, _, data = url.partition(",")
+    if len(data) > MAX_UPLOAD * 4 // 3 + 4:
+        raise refuse(f"The image is larger than {MAX_UPLOAD // (1024 * 1024)} MB; please upload a smaller one.")
+    try:
+        return base64.b64decode(data) if header.endswith(";base64") else urllib.parse.unquote_to_bytes(data)
+    except (binascii.Error, ValueError):
+        raise refuse("The pasted image could not be read; please upload it as a file.") from None
+
+
+def save_result(image: Image.Image, cache_dir: str) -> str:
+    """The result image as a PNG in Gradio's cache, named by its content, and never rewritten in place.
+
+    Requests with the same result (the same photo or example from two people) share that file.  Gradio's own
+    saving rewrites it in place, so a download racing the rewrite read a truncated file and lost its connection;
+    here it is written once, by an atomic rename, and only touched afterwards (delete_cache ages files by ctime).
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    data = buffer.getvalue()
+    folder = Path(cache_dir) / hashlib.sha256(data).hexdigest()
+    path = folder / "seen.png"
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{uuid.uuid4().hex}.partial"
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return str(path)
 
 
 def model_card(classifier: Classifier) -> str:
@@ -51,19 +113,22 @@ def model_card(classifier: Classifier) -> str:
 
 
 def build_app(classifier: Classifier) -> gr.Blocks:
-    def predict(image_path: str | None):
-        if image_path is None:
-            raise gr.Error("No image: upload a photo of a garment, paste one, or take one with the webcam.")
+    def predict(image: str | bytes | None):
+        if image is None:
+            raise refuse(NO_IMAGE)
         try:
-            prediction = classifier.classify_file(image_path)
+            prediction = classifier.classify_file(image)
         except ImageError as exc:
-            raise gr.Error(str(exc)) from None
-        seen = Image.fromarray(prediction.seen).resize((SEEN_SIZE, SEEN_SIZE), Image.Resampling.NEAREST)
-        return prediction.probabilities, seen
+            raise refuse(str(exc)) from None
+        except Exception:  # a bug, or memory running out: the traceback is for the log, not for the user
+            log.exception("classifying an upload failed")
+            raise refuse(UNEXPECTED) from None
+        tile = Image.fromarray(prediction.seen).resize((SEEN_SIZE, SEEN_SIZE), Image.Resampling.NEAREST)
+        return prediction.probabilities, save_result(tile, seen.GRADIO_CACHE)
 
     examples_dir = classifier.path.parent / "examples"
     examples = sorted(str(p) for p in examples_dir.glob("*.png"))
-    with gr.Blocks(title="Fashion-MNIST classifier", analytics_enabled=False) as app:
+    with gr.Blocks(title="Fashion-MNIST classifier", analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
         gr.Markdown("# What garment is this?\nUpload a clothing photo: a product shot, or a garment on a bed or floor.")
         with gr.Row():
             with gr.Column():
@@ -96,17 +161,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(1)  # one photo is tiny work; threads would only contend across concurrent requests
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     app = build_app(classifier)
     print(f"Serving {classifier.path} on http://{args.host}:{args.port}", flush=True)
-    app.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        max_file_size=MAX_UPLOAD,
-        allowed_paths=[str(classifier.path.parent / "examples")],
-        show_error=True,
-    )
+    try:
+        app.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            max_file_size=MAX_UPLOAD,
+            allowed_paths=[str(classifier.path.parent / "examples")],
+            show_error=False,  # our gr.Error sentences are shown; other exceptions' text (paths, internals) is not
+            run_history=False,  # no run history page, and no runs uploaded to a Hugging Face bucket with our token
+        )
+    except KeyboardInterrupt:  # stopped while starting
+        pass
     return 0
+
+
+def stop_like_ctrl_c(signum, frame):
+    """SIGTERM (`kill`, a service manager's stop) closes the server as Ctrl-C does, deleting its temporary files."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

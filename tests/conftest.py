@@ -1,10 +1,18 @@
-"""Session fixtures: the real dataset, and one real training run that many tests read."""
+"""Session fixtures: the real dataset, one real training run that many tests read, and the demo as a real server."""
 
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DATA_ROOT, run_trainer
+from tests.helpers import DATA_ROOT, ROOT, free_port, run_trainer
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +31,72 @@ def trained_run(tmp_path_factory, data_root) -> Path:
     run_dir = out / "quick"
     assert (run_dir / "metrics.json").is_file(), result.stderr[-3000:]
     return run_dir
+
+
+@dataclass
+class DemoServer:
+    url: str
+    port: int
+    process: subprocess.Popen
+    log: Path  # its stdout and stderr: a file, so that a chatty server can never block on a full pipe
+    temp_dir: Path  # GRADIO_TEMP_DIR: where its uploads and results go
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def running_demo(checkpoint: Path, temp_dir: Path) -> Iterator[DemoServer]:
+    """`python demo/app.py --checkpoint CHECKPOINT --port FREE` as a user starts it, stopped on exit whatever happened."""
+    port = free_port()
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    log = temp_dir.parent / f"demo-{port}.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(temp_dir)}
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port)],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )
+    demo = DemoServer(f"http://127.0.0.1:{port}", port, process, log, temp_dir)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(demo.url, timeout=2).read()
+                break
+            except OSError:
+                assert process.poll() is None, demo.output()[-3000:]
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the demo did not start within 90 s:\n{demo.output()[-3000:]}")
+                time.sleep(0.5)
+        yield demo
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def start_demo():
+    """`with start_demo(checkpoint, temp_dir) as demo:` a server of one's own, for a test that stops it."""
+    return running_demo
+
+
+@pytest.fixture(scope="module")
+def demo_server(trained_run, tmp_path_factory) -> Iterator[DemoServer]:
+    """The demo serving the quick run's model.pt, shared by a module's tests."""
+    with running_demo(trained_run / "model.pt", tmp_path_factory.mktemp("demo") / "gradio") as demo:
+        yield demo
+
+
+@pytest.fixture(scope="module")
+def demo_url(demo_server) -> str:
+    return demo_server.url

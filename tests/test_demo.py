@@ -4,8 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,37 +12,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT
 from tests.bad_images import BAD_INPUTS, write_bad_inputs
 from trainer.data import CLASS_NAMES, raw_folder
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-
-@pytest.fixture(scope="module")
-def demo_url(trained_run):
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen(
-        [sys.executable, "demo/app.py", "--checkpoint", str(trained_run / "model.pt"), "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            break
-        except OSError:
-            assert server.poll() is None, server.stdout.read()
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("the demo did not start within 90 s")
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,17 +20,25 @@ QUICK = ["--config", "configs/quick.yaml"]
 
 
 def start(*overrides: str) -> subprocess.Popen:
+    """The real command, its output going to a file (a pipe nobody reads would fill up and block it)."""
     command = [sys.executable, "-m", "trainer.main", *QUICK, *overrides]
     env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    log = Path(tempfile.mkstemp(suffix=".log")[1])
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=open(log, "w"), text=True)
+    process.log = log
+    return process
+
+
+def output(process: subprocess.Popen) -> str:
+    return process.log.read_text(errors="replace")
 
 
 def read_until(process: subprocess.Popen, text: str, timeout: float = 300) -> str:
-    seen, deadline = "", time.monotonic() + timeout
-    while text not in seen and time.monotonic() < deadline and process.poll() is None:
-        seen += process.stderr.readline()
-    assert text in seen, seen[-2000:]
-    return seen
+    deadline = time.monotonic() + timeout
+    while text not in output(process) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert text in output(process), output(process)[-2000:]
+    return output(process)
 
 
 def wait_for_file(folder: Path, pattern: str, timeout: float = 300) -> None:
@@ -52,7 +61,8 @@ def test_sigterm_checkpoints_flushes_and_exits_143(tmp_path):
     process = start(f"output.root={tmp_path}", "run.name=term")
     read_until(process, "Epoch 1/2")
     process.send_signal(signal.SIGTERM)
-    _, rest = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    rest = output(process)
     assert process.returncode == 143, rest[-2000:]
     assert "Resume with: python -m trainer.main --config" in rest
     run_dir = tmp_path / "term"
@@ -87,7 +97,7 @@ def test_kill_9_at_any_moment_leaves_only_whole_files_and_resumes(tmp_path):
         resumable += sorted((run_dir / "checkpoints").glob("last_checkpoint_*.pt"))
     assert resumable, "some kill came after a checkpoint was written"
     latest = max(resumable, key=lambda p: int(p.stem.split("_")[-1]))
-    result = run_trainer(*QUICK[1:2], f"resume={latest}", "tensorboard.enabled=false", config=QUICK[1])
+    result = run_trainer(f"resume={latest}", "tensorboard.enabled=false")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((latest.parent.parent / "metrics.json").read_text())["epochs_run"] == 2
 
@@ -154,13 +164,14 @@ def test_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(small_disk
     checkpoints = small_disk / "full" / "checkpoints"
     wait_for_file(checkpoints, "last_checkpoint_*.pt")
     time.sleep(0.5)
-    with open(small_disk / "filler", "wb") as f:
-        try:
+    try:
+        with open(small_disk / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
-        except OSError:
-            pass
-    _, stderr = process.communicate(timeout=300)
+    except OSError:  # the disk is full now
+        pass
+    process.wait(timeout=300)
+    stderr = output(process)
     assert process.returncode == 1, stderr[-2000:]
     message = stderr.strip().splitlines()[-1]
     assert "No space left on device" in message and "Traceback" not in stderr, message

@@ -16,11 +16,30 @@ class CheckpointError(UserError):
     pass
 
 
+class ReplacingDiskSaver(DiskSaver):
+    """Ignite's `Checkpoint` removes the old file before it writes the new one: a failed write (a full disk)
+    would leave no checkpoint at all. This saver removes the old file only once the new one is on disk."""
+
+    def __init__(self, dirname: Path) -> None:
+        super().__init__(str(dirname), require_empty=False, atomic=True)
+        self._replaced: list[str] = []
+
+    def remove(self, filename: str) -> None:
+        self._replaced.append(filename)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        for old in self._replaced:
+            if old != filename:
+                super().remove(old)
+        self._replaced.clear()
+
+
 def create_checkpoints(folder: Path, to_save: Mapping[str, Any], trainer: Engine) -> tuple[Checkpoint, Checkpoint]:
     """Return (best, last). `last` also stores `best`'s own state, so a resumed run keeps one best file."""
     best = Checkpoint(
         dict(to_save),
-        DiskSaver(str(folder), require_empty=False, atomic=True),
+        ReplacingDiskSaver(folder),
         filename_prefix="best",
         n_saved=1,
         score_function=Checkpoint.get_default_score_fn("accuracy"),
@@ -29,7 +48,7 @@ def create_checkpoints(folder: Path, to_save: Mapping[str, Any], trainer: Engine
     )
     last = Checkpoint(
         {**to_save, "best_checkpoint": best},
-        DiskSaver(str(folder), require_empty=False, atomic=True),
+        ReplacingDiskSaver(folder),
         filename_prefix="last",
         n_saved=1,
         global_step_transform=lambda engine, _: engine.state.iteration,

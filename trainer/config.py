@@ -162,6 +162,8 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"log.every must be at least 1 (got {cfg.log.every})")
     if cfg.log.val_subset < 1 or cfg.tensorboard.embedding_samples < 1:
         problems.append("log.val_subset and tensorboard.embedding_samples must be at least 1")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        problems.append(f"device must be auto, cpu or cuda (got {cfg.device!r})")
     if cfg.dist.nproc_per_node < 1:
         problems.append(f"dist.nproc_per_node must be at least 1 (got {cfg.dist.nproc_per_node})")
     if cfg.dist.backend not in (None, "gloo", "nccl"):

@@ -42,9 +42,12 @@ def create_trainer(
 
     Both are attached on every rank: Ignite metrics all-reduce when computed, so all ranks must compute them.
     """
-    on_cuda = device.type == "cuda" and cfg.train.amp
+    amp = device.type == "cuda" and cfg.train.amp
+    bf16 = amp and torch.cuda.is_bf16_supported()  # bf16 needs no loss scaling; older GPUs get fp16 with a scaler
     trainer = create_supervised_trainer(
-        model, optimizer, loss_fn, device=device, non_blocking=True, amp_mode="amp" if on_cuda else None, scaler=on_cuda
+        model, optimizer, loss_fn, device=device, non_blocking=True,
+        amp_mode="amp" if amp and not bf16 else None, scaler=amp and not bf16,
+        model_fn=bf16_forward if bf16 else lambda m, x: m(x),
     )
 
     @trainer.on(Events.EPOCH_STARTED)
@@ -63,6 +66,11 @@ def create_trainer(
     )
     Average(output_transform=lambda loss: loss).attach(trainer, "recent_loss", usage=window)
     return trainer
+
+
+def bf16_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        return model(x).float()
 
 
 def create_evaluator(model: nn.Module, loss_fn: nn.Module, device: torch.device, num_classes: int | None = None) -> Engine:

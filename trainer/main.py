@@ -176,7 +176,8 @@ def training(local_rank: int, cfg: DictConfig) -> int:
         logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
     logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
     started = time.perf_counter()
-    trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
+    if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):  # a finished run resumed only to export
+        trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
     train_seconds = time.perf_counter() - started
 
     if stop.requested:
@@ -205,9 +206,10 @@ def check_resumable(cfg: DictConfig, trainer: Engine, epoch_length: int) -> None
             f"checkpoint {cfg.resume} was made with {trainer.state.epoch_length} iterations per epoch, this config "
             f"gives {epoch_length}: resume with the same train.batch_size and data.val_size"
         )
-    if trainer.state.iteration >= cfg.train.max_epochs * epoch_length:
+    if trainer.state.iteration > cfg.train.max_epochs * epoch_length:
         raise CheckpointError(
-            f"checkpoint {cfg.resume} has already run {trainer.state.epoch} epochs: set train.max_epochs higher to go on"
+            f"checkpoint {cfg.resume} has already run {trainer.state.epoch} epochs, more than train.max_epochs="
+            f"{cfg.train.max_epochs}: set train.max_epochs at least that high"
         )
 
 
@@ -265,6 +267,10 @@ def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best
 
 def launch_settings(cfg: DictConfig) -> dict:
     """How `idist.Parallel` starts: in-process, by spawning `dist.nproc_per_node` processes, or under torchrun."""
+    if cfg.device == "cpu":  # hide GPUs before CUDA starts, so idist and every spawned process use the CPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but no CUDA GPU is available: use device=auto or device=cpu")
     backend, nproc = cfg.dist.backend, cfg.dist.nproc_per_node
     under_torchrun = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
     if under_torchrun or nproc > 1:

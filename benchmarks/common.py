@@ -1,0 +1,138 @@
+"""What the benchmark commands share: their command line, machine facts, subprocesses, JSON, tables and figures.
+
+Kept in one place so every command reports the machine, runs children and writes its results the same way.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+from trainer.config import DataConfig
+from trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK_CONFIG = ROOT / "configs" / "quick.yaml"
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every command has: --out for its files and --quick for the CI-sized run."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="folder for the JSON results and the PNG plots")
+    p.add_argument("--quick", action="store_true", help="a small version that finishes in under a minute (for CI)")
+    return p
+
+
+def entry(main: Callable[[], int]) -> None:
+    """Run a command: what a user can fix (no data, no model) is one `error:` line and exit code 2, as in the trainer."""
+    try:
+        code = main()
+    except (UserError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+def data_root() -> str:
+    """The same data folder the trainer uses: $FASHION_MNIST_ROOT, else ./data."""
+    return DataConfig().root
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: they mean little without it."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    gpu = f", GPU {info['cuda']}" if info["cuda"] else ", no GPU"
+    return f"{info['cpu']}, {info['cores']} cores{gpu}; Python {info['python']}, torch {info['torch']}"
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident memory (VmHWM) in MiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def run_python(args: Sequence[str], timeout: float) -> None:
+    """`python ARGS` from the project root; a failure raises with the end of its output, so it never becomes a number.
+
+    subprocess.run kills the child on a timeout or any other exception, Ctrl-C included.
+    """
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-3000:]
+        raise RuntimeError(f"`python {' '.join(args)}` exited with {result.returncode}:\n{output}")
+
+
+def new_figure(width: float = 7, height: float = 4.5) -> tuple["Figure", "Axes"]:
+    """A (figure, axes) pair drawn straight to files, without pyplot's global state or a display.
+
+    matplotlib is imported here, not at the top, so the measured training processes do not carry it.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="tight")
+    return fig, fig.subplots()
+
+
+def save_figure(fig: "Figure", path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table with padded columns: readable on a console and in the README alike."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def fmt(value: float | None, spec: str, unit: str = "", missing: str = "-") -> str:
+    """A number for a table, or `missing` where there is none."""
+    return missing if value is None else f"{value:{spec}}{unit}"
+
+
+def verdict(met: bool | None) -> str:
+    return {True: "yes", False: "no", None: "n/a"}[met]
+
+
+SUMMARY_HEADERS = ("measure", "result", "target", "met")
+
+
+def report_results(out: Path, name: str, report: dict[str, Any], details: str, summary: list[list[str]]) -> None:
+    """Write DIR/<name>.json and print the detailed table and the targets, the same way for every command."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{name} on {describe_machine(report['machine'])}{' (--quick)' if report['quick'] else ''}\n")
+    print(details + "\n")
+    print(table(SUMMARY_HEADERS, summary))
+    print(f"\nwrote {path} and the plots in {out}")

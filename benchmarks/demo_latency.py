@@ -1,0 +1,217 @@
+"""`python -m benchmarks.demo_latency [--quick] --out DIR [--checkpoint PATH]`: how fast the demo answers a photo.
+
+- in_process: trainer.predict.Classifier.classify_file (decode, preprocess, forward) on photo-like JPEGs from
+  benchmarks.photo_like, one image at a time on one torch thread, as the demo serves;
+- http: gradio_client against a real `python demo/app.py` on a free 127.0.0.1 port, uploading the same photos
+  to its /predict endpoint and downloading the answer, from 1 client and then from 16 clients at once.
+The checkpoint defaults to the newest runs/*/model.pt; with --quick and none there, a quick model is trained first.
+
+DIR/demo_latency.json:
+  machine            dict: cpu, cores, torch_threads, cuda, python, torch (benchmarks.common.machine)
+  quick              bool
+  checkpoint         str
+  images             int: photo-like images (balanced over the 10 classes)
+  in_process         {"requests": int, "median_ms": float, "p95_ms": float}
+  http               {"1" | "16": {"clients": int, "requests": int, "errors": int, "median_ms": float,
+                                   "p95_ms": float, "requests_per_s": float}}  (keyed by clients)
+  server_peak_rss_mb float: VmHWM of the demo server process
+  targets_met        {"in_process_median": bool (<= 10 ms), "http_median_1_client": bool (<= 100 ms)}
+DIR/demo_latency.png: median and p95 latency of each way of asking.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from benchmarks.common import (
+    QUICK_CONFIG, ROOT, data_root, entry, machine, new_figure, parser, peak_rss_mb, report_results, run_python,
+    save_figure, table, verdict,
+)
+from benchmarks.photo_like import build_benchmark
+from trainer.errors import UserError
+from trainer.predict import Classifier, resolve_model_path
+
+TARGET_IN_PROCESS_MS, TARGET_HTTP_MS = 10, 100
+CONCURRENT_CLIENTS = 16
+WARM_UP = 3  # requests before measuring: first calls pay for lazy imports and allocations
+
+
+def latency(milliseconds: list[float]) -> dict[str, float]:
+    return {"median_ms": float(np.median(milliseconds)), "p95_ms": float(np.percentile(milliseconds, 95))}
+
+
+def in_process(checkpoint: Path, images: list[Path]) -> dict[str, Any]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as demo/app.py serves
+    try:
+        classifier = Classifier(checkpoint)
+        for path in images[:WARM_UP]:
+            classifier.classify_file(path)
+        times = []
+        for path in images:
+            start = time.perf_counter()
+            classifier.classify_file(path)
+            times.append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(threads)
+    return {"requests": len(times), **latency(times)}
+
+
+@contextmanager
+def demo_server(checkpoint: Path, log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python demo/app.py` on a free local port, once it answers; stopped on leaving, whatever happened."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    command = [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--host", "127.0.0.1"]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while not answers(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the demo did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield server, url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def over_http(url: str, images: list[Path], clients: int, per_client: int, downloads: Path) -> dict[str, Any]:
+    """Each of `clients` threads, with its own gradio_client.Client, sends `per_client` photos one after another."""
+    from gradio_client import Client, handle_file
+
+    connections = [Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads)) for _ in range(clients)]
+    for path in images[:WARM_UP]:
+        connections[0].predict(handle_file(str(path)), api_name="/predict")
+
+    def client_work(k: int) -> list[float | None]:
+        times = []
+        for j in range(per_client):
+            path = images[(k * per_client + j) % len(images)]
+            start = time.perf_counter()
+            try:
+                connections[k].predict(handle_file(str(path)), api_name="/predict")
+                times.append(1000 * (time.perf_counter() - start))
+            except Exception:  # any failure of a request is an error to count, not a reason to stop
+                times.append(None)
+        return times
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        times = [t for result in pool.map(client_work, range(clients)) for t in result]
+    wall = time.perf_counter() - start
+    ok = [t for t in times if t is not None]
+    if not ok:
+        raise RuntimeError(f"all {len(times)} requests from {clients} client(s) to {url} failed")
+    errors = len(times) - len(ok)
+    return {"clients": clients, "requests": len(times), "errors": errors, **latency(ok), "requests_per_s": len(ok) / wall}
+
+
+def find_checkpoint(checkpoint: str | None, quick: bool, tmp: Path) -> Path:
+    """--checkpoint, else the newest runs/*/model.pt, else (with --quick only) a model trained now."""
+    try:
+        return resolve_model_path(checkpoint, ROOT / "runs")
+    except UserError:
+        if not quick:
+            raise
+    run_python(["-m", "trainer.main", "--config", str(QUICK_CONFIG), f"output.root={tmp}", "run.name=quick"], timeout=600)
+    return tmp / "quick" / "model.pt"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    fig, ax = new_figure(7, 3.5)
+    modes = [("in-process", report["in_process"])] + [(f"HTTP, {k} client(s)", v) for k, v in report["http"].items()]
+    y = np.arange(len(modes))
+    ax.barh(y - 0.2, [m["median_ms"] for _, m in modes], height=0.4, label="median", color="#4c72b0")
+    ax.barh(y + 0.2, [m["p95_ms"] for _, m in modes], height=0.4, label="95th percentile", color="#dd8452")
+    ax.set_yticks(y, [name for name, _ in modes])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("milliseconds per photo (log scale)")
+    ax.set_title(f"Demo latency, {report['images']} photo-like images")
+    ax.legend(loc="best")
+    save_figure(fig, path)
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The rows with targets, for the console and for benchmarks.all's summary."""
+    local, met = report["in_process"], report["targets_met"]
+    one, many = report["http"]["1"], report["http"][str(CONCURRENT_CLIENTS)]
+    return [
+        ["demo latency in-process, per photo", f"median {local['median_ms']:.1f} ms, p95 {local['p95_ms']:.1f} ms",
+         f"median <= {TARGET_IN_PROCESS_MS} ms", verdict(met["in_process_median"])],
+        ["demo latency over HTTP, 1 client", f"median {one['median_ms']:.0f} ms, p95 {one['p95_ms']:.0f} ms",
+         f"median <= {TARGET_HTTP_MS} ms", verdict(met["http_median_1_client"])],
+        [f"demo over HTTP, {CONCURRENT_CLIENTS} clients at once",
+         f"{many['requests_per_s']:.1f} photos/s, p95 {many['p95_ms']:.0f} ms, {many['errors']} errors", "-", verdict(None)],
+        ["peak memory (RSS) of the demo server", f"{report['server_peak_rss_mb']:.0f} MiB", "-", verdict(None)],
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--checkpoint", help="model.pt to serve (default: the newest runs/*/model.pt)")
+    args = p.parse_args(argv)
+    info = machine()
+    n, per_client = (20, 2) if args.quick else (200, 25)
+    with tempfile.TemporaryDirectory(prefix="demo_latency-") as tmp:
+        tmp = Path(tmp)
+        checkpoint = find_checkpoint(args.checkpoint, args.quick, tmp)
+        images = [path for path, _ in build_benchmark(data_root(), tmp / "photos", n, seed=0)]
+        local = in_process(checkpoint, images)
+        with demo_server(checkpoint, tmp / "demo.log") as (server, url):
+            http = {str(c): over_http(url, images, c, len(images) if c == 1 else per_client, tmp / "downloads")
+                    for c in (1, CONCURRENT_CLIENTS)}
+            server_rss = peak_rss_mb(server.pid)
+    report = {
+        "machine": info,
+        "quick": args.quick,
+        "checkpoint": str(checkpoint),
+        "images": len(images),
+        "in_process": local,
+        "http": http,
+        "server_peak_rss_mb": server_rss,
+        "targets_met": {
+            "in_process_median": local["median_ms"] <= TARGET_IN_PROCESS_MS,
+            "http_median_1_client": http["1"]["median_ms"] <= TARGET_HTTP_MS,
+        },
+    }
+    plot(report, args.out / "demo_latency.png")
+    details = table(
+        ["asked", "requests", "errors", "median ms", "p95 ms", "photos/s"],
+        [["in-process", local["requests"], 0, f"{local['median_ms']:.1f}", f"{local['p95_ms']:.1f}", "-"]]
+        + [[f"HTTP, {h['clients']} client(s)", h["requests"], h["errors"], f"{h['median_ms']:.1f}", f"{h['p95_ms']:.1f}",
+            f"{h['requests_per_s']:.1f}"] for h in http.values()],
+    )
+    report_results(args.out, "demo_latency", report, details, summary_rows(report))
+    return 0
+
+
+if __name__ == "__main__":
+    entry(main)

@@ -1,0 +1,102 @@
+"""Each benchmark command runs in its --quick mode as a user runs it, and writes its JSON and plots.
+
+Timings are not asserted: they depend on the machine and on what else runs on it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import DATA_ROOT, ROOT
+
+MACHINE = {"cpu": str, "cores": int, "torch_threads": int, "cuda": (str, type(None)), "python": str, "torch": str}
+NUMBER = (int, float)
+OPTIONAL_NUMBER = (int, float, type(None))
+
+
+def run_benchmark(name: str, out: Path, *args: str) -> dict:
+    env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}
+    command = [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out", str(out), *args]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "| measure" in result.stdout, "the console table is missing"
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def check_fields(value, schema, where: str = "report") -> None:
+    """`schema` mirrors the JSON: dicts name every field, a type (or tuple of types) checks a leaf."""
+    if isinstance(schema, dict):
+        assert isinstance(value, dict) and set(value) == set(schema), f"{where}: fields {sorted(value)} != {sorted(schema)}"
+        for key, sub in schema.items():
+            check_fields(value[key], sub, f"{where}.{key}")
+    else:
+        types = schema if isinstance(schema, tuple) else (schema,)
+        ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))  # True is an int too
+        assert ok, f"{where}: {value!r} is not {schema}"
+
+
+def check_plots(out: Path, *names: str) -> None:
+    for name in names:
+        assert (out / name).stat().st_size > 10_000, f"{name} was not drawn"
+
+
+def test_train_speed(tmp_path, data_root):
+    report = run_benchmark("train_speed", tmp_path)
+    run = {"images_per_s": NUMBER, "loop_images_per_s": NUMBER, "epoch_seconds": list, "peak_rss_mb": OPTIONAL_NUMBER}
+    check_fields(report, {
+        "machine": MACHINE, "quick": bool, "epochs": int, "batch_size": int, "images_per_epoch": int,
+        "runs": {"tensorboard_on": run, "tensorboard_off": run, "limit": run},
+        "trainer_vs_limit": NUMBER, "tensorboard_time_ratio": NUMBER,
+        "targets_met": {"trainer_vs_limit": bool, "tensorboard_time_ratio": bool},
+    })
+    assert report["quick"] and report["epochs"] == 2
+    for name, run in report["runs"].items():
+        assert len(run["epoch_seconds"]) == 1 and run["images_per_s"] > 0, name
+    assert report["runs"]["tensorboard_on"]["peak_rss_mb"] > 100 and report["runs"]["limit"]["peak_rss_mb"] is None
+    check_plots(tmp_path, "train_speed.png")
+
+
+def test_time_to_accuracy(tmp_path, data_root):
+    report = run_benchmark("time_to_accuracy", tmp_path)
+    reached = {"seconds_to_84": OPTIONAL_NUMBER, "seconds_to_90": OPTIONAL_NUMBER}
+    run = {"seed": int, "curve": list, **reached, "test_accuracy": float, "train_seconds": NUMBER}
+    check_fields(report, {
+        "machine": MACHINE, "quick": bool,
+        "trainer": {"config": str, "seeds": list, "runs": list, **reached,
+                    "test_accuracy": {"median": float, "min": float, "max": float}, "train_seconds": NUMBER},
+        "tutorial": {"seed": int, "epochs": int, "train_images": int, "curve": list, **reached, "test_accuracy": float},
+        "speedup_to_84": OPTIONAL_NUMBER,
+        "targets_met": {"speedup_to_84": (bool, type(None)), "seconds_to_90": bool, "test_accuracy": bool},
+    })
+    trainer, tutorial = report["trainer"], report["tutorial"]
+    assert trainer["config"] == "configs/quick.yaml" and trainer["seeds"] == [0] and len(trainer["runs"]) == 1
+    check_fields(trainer["runs"][0], run, "trainer.runs[0]")
+    assert len(trainer["runs"][0]["curve"]) == 2, "one test after each of the quick config's two epochs"
+    assert tutorial["train_images"] == 3000 and tutorial["epochs"] == 1 and len(tutorial["curve"]) == 1
+    for seconds, accuracy in trainer["runs"][0]["curve"] + tutorial["curve"]:
+        assert seconds > 0 and 0 <= accuracy <= 1
+    assert trainer["test_accuracy"]["median"] >= 0.80, "two quick epochs reach over 80%"
+    check_plots(tmp_path, "time_to_accuracy.png")
+
+
+def test_demo_latency(tmp_path, trained_run):
+    report = run_benchmark("demo_latency", tmp_path, "--checkpoint", str(trained_run / "model.pt"))
+    http = {"clients": int, "requests": int, "errors": int, "median_ms": NUMBER, "p95_ms": NUMBER, "requests_per_s": NUMBER}
+    check_fields(report, {
+        "machine": MACHINE, "quick": bool, "checkpoint": str, "images": int,
+        "in_process": {"requests": int, "median_ms": NUMBER, "p95_ms": NUMBER},
+        "http": {"1": http, "16": http},
+        "server_peak_rss_mb": NUMBER,
+        "targets_met": {"in_process_median": bool, "http_median_1_client": bool},
+    })
+    assert report["checkpoint"] == str(trained_run / "model.pt")
+    assert report["http"]["1"]["errors"] == 0 and report["http"]["16"]["clients"] == 16
+    check_plots(tmp_path, "demo_latency.png")
+
+
+def test_train_speed_refuses_too_few_epochs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--out", str(tmp_path), "--epochs", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "at least 2" in result.stderr
