@@ -226,13 +226,6 @@ def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[P
 # --------------------------------------------------------------------------- evaluation
 
 
-def newest_checkpoint(runs_dir: Path) -> Path:
-    found = sorted(Path(runs_dir).glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"No --checkpoint was given and there is no {runs_dir}/*/model.pt; train a model first or pass --checkpoint.")
-    return found[-1]
-
-
 def evaluate(items: list[tuple[Path, int]], model: torch.nn.Module, mean: float, std: float) -> dict[str, dict[str, float]]:
     """Accuracy and per-image latency (decode + preprocess + forward, batch of 1) for both preprocessings."""
     results = {}
@@ -284,13 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--n must be at least {NUM_CLASSES}")
     torch.set_num_threads(args.threads)
 
-    from trainer.export import ModelFileError, load_model_file
+    from trainer.errors import UserError
+    from trainer.export import load_model_file
+    from trainer.predict import resolve_model_path
 
-    checkpoint = args.checkpoint or newest_checkpoint(args.runs_dir)
     try:
+        checkpoint = resolve_model_path(args.checkpoint and str(args.checkpoint), args.runs_dir)
         model, meta = load_model_file(checkpoint)
-    except ModelFileError as exc:
-        raise SystemExit(str(exc)) from None
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
     mean, std = float(meta["mean"][0]), float(meta["std"][0])
 
     try:

@@ -148,7 +148,10 @@ def training(local_rank: int, cfg: DictConfig) -> int:
 
     # Handlers, in the order they fire at the end of an epoch: progress bar, validation, epoch line, checkpoints.
     if rank == 0:
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+        # Redrawn every 10 iterations: tqdm writes the whole bar to the terminal at every update.
+        ProgressBar(persist=False).attach(
+            trainer, output_transform=lambda loss: {"loss": loss}, event_name=Events.ITERATION_COMPLETED(every=10)
+        )
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(val_loader))
     evaluator.add_event_handler(Events.COMPLETED, lambda: log_epoch(logger, trainer, evaluator, optimizer))
     to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
