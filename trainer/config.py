@@ -55,7 +55,7 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     every: Optional[int] = None
-    val_subset: int = 1024
+    val_subset: int = 512
 
 
 @dataclass
