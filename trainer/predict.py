@@ -16,7 +16,7 @@ from PIL import Image
 
 from trainer.errors import UserError
 from trainer.export import load_model_file
-from trainer.preprocess import ImageError, open_image, to_fashion_mnist
+from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
@@ -38,14 +38,10 @@ class Classifier:
         self.class_names: list[str] = list(self.meta["class_names"])
         self.mean, self.std = float(self.meta["mean"][0]), float(self.meta["std"][0])
 
-    def tensor(self, tile: np.ndarray) -> torch.Tensor:
-        """A 28x28 uint8 tile, light garment on black, normalised as in training: (1, 1, 28, 28)."""
-        return ((torch.from_numpy(tile).float() / 255 - self.mean) / self.std)[None, None]
-
     def classify(self, image: Image.Image) -> Prediction:
         tile = to_fashion_mnist(image)
         with torch.inference_mode():
-            probs = F.softmax(self.model(self.tensor(tile)), dim=1)[0]
+            probs = F.softmax(self.model(normalise_tile(tile, self.mean, self.std)[None]), dim=1)[0]
         return Prediction(dict(zip(self.class_names, probs.tolist())), tile)
 
     def classify_file(self, source: str | Path | bytes) -> Prediction:

@@ -426,13 +426,17 @@ def _union(parent: list[int], a: int, b: int) -> None:
 # --------------------------------------------------------------------------- to tensors
 
 
+def normalise_tile(tile: np.ndarray, mean: float, std: float) -> torch.Tensor:
+    """A 28x28 uint8 tile as the model's input: float32 (1, 28, 28), normalised as in training."""
+    return torch.from_numpy((np.asarray(tile, dtype=np.float32) / 255.0 - mean) / std).unsqueeze(0)
+
+
 def preprocess(image: Image.Image, mean: float, std: float) -> torch.Tensor:
     """The model's input for a photo: float32 (1, 28, 28), normalised as in training."""
-    tile = to_fashion_mnist(image)
-    return torch.from_numpy((tile.astype(np.float32) / 255.0 - mean) / std).unsqueeze(0)
+    return normalise_tile(to_fashion_mnist(image), mean, std)
 
 
 def naive_preprocess(image: Image.Image, mean: float, std: float) -> torch.Tensor:
     """Plain grey + resize to 28x28, no segmentation or negation: the baseline the benchmark compares against."""
     grey = to_rgb(image).convert("L").resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-    return torch.from_numpy((np.asarray(grey, dtype=np.float32) / 255.0 - mean) / std).unsqueeze(0)
+    return normalise_tile(np.asarray(grey), mean, std)
