@@ -44,17 +44,25 @@ def check_plots(out: Path, *names: str) -> None:
 
 def test_train_speed(tmp_path, data_root):
     report = run_benchmark("train_speed", tmp_path)
-    run = {"images_per_s": NUMBER, "loop_images_per_s": NUMBER, "epoch_seconds": list, "peak_rss_mb": OPTIONAL_NUMBER}
+    run = {"images_per_s": NUMBER, "loop_images_per_s": NUMBER, "epoch_seconds": list, "run_seconds": (list, type(None)),
+           "tensorboard_seconds": (list, type(None)), "peak_rss_mb": OPTIONAL_NUMBER}
     check_fields(report, {
-        "machine": MACHINE, "quick": bool, "epochs": int, "batch_size": int, "images_per_epoch": int,
+        "machine": MACHINE, "quick": bool, "epochs": int, "repeats": int, "batch_size": int, "images_per_epoch": int,
         "runs": {"tensorboard_on": run, "tensorboard_off": run, "limit": run},
-        "trainer_vs_limit": NUMBER, "tensorboard_time_ratio": NUMBER,
-        "targets_met": {"trainer_vs_limit": bool, "tensorboard_time_ratio": bool},
+        "trainer_vs_limit": NUMBER, "tensorboard_time_ratio": NUMBER, "tensorboard_run_ratio": NUMBER,
+        "tensorboard_in_run_ratio": NUMBER,
+        "targets_met": {"trainer_vs_limit": bool, "tensorboard_in_run_ratio": bool},
     })
-    assert report["quick"] and report["epochs"] == 2
+    assert report["quick"] and report["epochs"] == 2 and report["repeats"] == 1
     for name, run in report["runs"].items():
         assert len(run["epoch_seconds"]) == 1 and run["images_per_s"] > 0, name
+    for name in ("tensorboard_on", "tensorboard_off"):
+        [seconds] = report["runs"][name]["run_seconds"]
+        assert seconds > sum(report["runs"][name]["epoch_seconds"]), f"{name}: a whole run outlasts its measured epoch"
     assert report["runs"]["tensorboard_on"]["peak_rss_mb"] > 100 and report["runs"]["limit"]["peak_rss_mb"] is None
+    assert report["runs"]["limit"]["run_seconds"] is None and report["runs"]["tensorboard_off"]["tensorboard_seconds"] is None
+    [views] = report["runs"]["tensorboard_on"]["tensorboard_seconds"]
+    assert 0 < views < report["runs"]["tensorboard_on"]["run_seconds"][0] and report["tensorboard_in_run_ratio"] > 1
     check_plots(tmp_path, "train_speed.png")
 
 
@@ -73,7 +81,9 @@ def test_time_to_accuracy(tmp_path, data_root):
     trainer, tutorial = report["trainer"], report["tutorial"]
     assert trainer["config"] == "configs/quick.yaml" and trainer["seeds"] == [0] and len(trainer["runs"]) == 1
     check_fields(trainer["runs"][0], run, "trainer.runs[0]")
-    assert len(trainer["runs"][0]["curve"]) == 2, "one test after each of the quick config's two epochs"
+    curve = trainer["runs"][0]["curve"]
+    assert len(curve) == 20, "ten tests in each of the quick config's two epochs"
+    assert [s for s, _ in curve] == sorted(s for s, _ in curve), "the training clock only goes forward"
     assert tutorial["train_images"] == 3000 and tutorial["epochs"] == 1 and len(tutorial["curve"]) == 1
     for seconds, accuracy in trainer["runs"][0]["curve"] + tutorial["curve"]:
         assert seconds > 0 and 0 <= accuracy <= 1
@@ -87,12 +97,13 @@ def test_demo_latency(tmp_path, trained_run):
     check_fields(report, {
         "machine": MACHINE, "quick": bool, "checkpoint": str, "images": int,
         "in_process": {"requests": int, "median_ms": NUMBER, "p95_ms": NUMBER},
-        "http": {"1": http, "16": http},
+        "http": {"1": http, "16": http}, "http_default_client": http,
         "server_peak_rss_mb": NUMBER,
         "targets_met": {"in_process_median": bool, "http_median_1_client": bool},
     })
     assert report["checkpoint"] == str(trained_run / "model.pt")
     assert report["http"]["1"]["errors"] == 0 and report["http"]["16"]["clients"] == 16
+    assert report["http_default_client"]["errors"] == 0 and report["http_default_client"]["clients"] == 1
     check_plots(tmp_path, "demo_latency.png")
 
 

@@ -1,5 +1,6 @@
 """TensorBoard reads back everything a run logs: with its own event reader, and over HTTP from its real server."""
 
+import io
 import json
 import subprocess
 import sys
@@ -129,6 +130,14 @@ def test_tensorboard_server_serves_the_run(trained_run):
         assert "quick" in get_json(f"{base}/data/plugin/projector/runs")
         projector = get_json(f"{base}/data/plugin/projector/info?run=quick")
         assert {e["tensorName"].split(":")[0] for e in projector["embeddings"]} == {"pixels", "features"}
+        for name, dim in (("pixels", 784), ("features", 84)):  # the files load: what the Projector tab fetches
+            query = f"run=quick&name={name}"
+            with urllib.request.urlopen(f"{base}/data/plugin/projector/tensor?{query}", timeout=30) as response:
+                assert len(response.read()) == 1000 * dim * 4, f"{name}: 1,000 float32 rows of {dim}"
+            with urllib.request.urlopen(f"{base}/data/plugin/projector/metadata?{query}", timeout=30) as response:
+                assert set(response.read().decode().split()) <= {w for c in CLASS_NAMES for w in c.split()}
+            with urllib.request.urlopen(f"{base}/data/plugin/projector/sprite_image?{query}", timeout=30) as response:
+                assert Image.open(io.BytesIO(response.read())).size == (32 * 28, 32 * 28)
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -75,3 +75,5 @@ def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
     assert resumed["epochs_run"] == straight["epochs_run"] == 2
     for key in ("test_accuracy", "val_accuracy", "test_loss", "val_loss"):
         assert abs(resumed[key] - straight[key]) < 1e-4, (key, resumed[key], straight[key])
+    projector = (tmp_path / "cut" / "projector_config.pbtxt").read_text()
+    assert projector.count("embeddings {") == 2, "the resumed run lists both embeddings, each once"

@@ -44,7 +44,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    warmup_epochs: float = 2.0
+    warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     hflip: bool = True
     max_shift: int = 0
@@ -55,7 +55,7 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     every: Optional[int] = None
-    val_subset: int = 512
+    val_subset: int = 256
 
 
 @dataclass

@@ -199,6 +199,7 @@ def training(local_rank: int, cfg: DictConfig) -> int:
         finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best_epoch, train_seconds)
         if views:
             views.close()
+            logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
         logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
     return 0
 

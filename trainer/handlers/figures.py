@@ -13,18 +13,30 @@ from matplotlib.figure import Figure  # noqa: E402
 def image_grid_figure(
     images: torch.Tensor, titles: list[str], colors: list[str] | None = None, ncols: int = 8, title: str = ""
 ) -> Figure:
-    """Tiles of [0, 1] images (N, 1, H, W), light garments on dark as a person reads them, each titled."""
-    n = len(images)
+    """Tiles of [0, 1] images (N, 1, H, W), light garments on dark as a person reads them, each titled.
+
+    One mosaic in one axes, with the titles as text: a grid of subplots looks the same and takes ten times longer
+    to draw, which a training run would pay for in wall time.
+    """
+    n, _, h, w = images.shape
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.9 * nrows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(images[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(titles[i], fontsize=8, color=(colors[i] if colors else "black"))
+    gap, head = w // 4, h // 2  # pixels between tiles, and above each tile for its title
+    cell_h, cell_w = h + head, w + gap
+    mosaic = np.ones((nrows * cell_h, ncols * cell_w))  # white paper around black tiles
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        top, left = r * cell_h + head, c * cell_w + gap // 2
+        mosaic[top : top + h, left : left + w] = images[i, 0].numpy()
+    fig = plt.figure(figsize=(1.6 * ncols, 1.9 * nrows))
+    ax = fig.add_axes((0, 0, 1, 0.96 if title else 1))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_axis_off()
+    for i, text in enumerate(titles[:n]):
+        r, c = divmod(i, ncols)
+        ax.text(c * cell_w + cell_w / 2, r * cell_h + head - 1, text, ha="center", va="bottom", fontsize=8,
+                color=colors[i] if colors else "black")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, y=0.995)
     return fig
 
 
@@ -41,5 +53,5 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: list[str]) -> Figure:
         for j in range(cm.shape[1]):
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if shares[i, j] > 0.5 else "black")
     ax.set_title("Confusion matrix on the test set")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.17, bottom=0.17, right=0.98, top=0.95)  # room for the class names; tight_layout is slow
     return fig

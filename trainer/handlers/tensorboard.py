@@ -2,11 +2,12 @@
 
 Everything goes through one `SummaryWriter` (Ignite's `TensorboardLogger`) into the run directory, so
 `tensorboard --logdir runs` lists one run per training run; `add_scalars` adds its `loss_train` and
-`loss_validation` sub-runs for the train-vs-validation chart. Only rank 0 creates this object.
+`loss_validation` sub-runs for the train-vs-validation chart. The Projector's files are written next to them
+by `trainer.handlers.projector`. Only rank 0 creates this object.
 """
 
-import contextlib
-import io
+import functools
+import time
 import warnings
 from pathlib import Path
 
@@ -23,8 +24,23 @@ from torchvision.utils import make_grid
 from trainer.config import to_yaml
 from trainer.data import Splits, denormalise
 from trainer.handlers.figures import confusion_matrix_figure, image_grid_figure
+from trainer.handlers.projector import Projector
 
 HPARAM_KEYS = ("model.name", "train.optimizer", "train.lr", "train.batch_size", "train.max_epochs", "train.weight_decay", "seed")
+
+
+def timed(method):
+    """Adds the method's wall time to `self.seconds`: what the views cost a run, which the run reports at its end."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    return wrapper
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -36,11 +52,13 @@ class TensorBoardViews:
     def __init__(self, cfg: DictConfig, run_dir: Path, model: nn.Module, splits: Splits, class_names: list[str]) -> None:
         self.cfg, self.views = cfg, cfg.tensorboard
         self.model, self.splits, self.class_names = unwrap(model), splits, class_names
+        self.seconds = 0.0
         self.tb = TensorboardLogger(log_dir=str(run_dir))
         self.writer = self.tb.writer
         n = min(self.views.embedding_samples, len(splits.test[1]))
-        self.embedding_idx = torch.randperm(len(splits.test[1]), generator=torch.Generator().manual_seed(cfg.seed))[:n]
-        self.pixels_logged = False
+        pick = torch.randperm(len(splits.test[1]), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+        self.embedded = splits.test[0][pick]
+        self.projector = Projector(run_dir, denormalise(self.embedded), [class_names[i] for i in splits.test[1][pick]])
 
     def attach(
         self, trainer: Engine, evaluator: Engine, final_val: Engine, final_test: Engine, optimizer: torch.optim.Optimizer, every: int
@@ -55,22 +73,24 @@ class TensorBoardViews:
         self.tb.attach_opt_params_handler(trainer, Events.ITERATION_COMPLETED(every=every), optimizer)
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), self.log_train_vs_val_loss)
         trainer.add_event_handler(Events.STARTED, self.log_start_views)
-        evaluator.add_event_handler(Events.COMPLETED, lambda _: self.writer.flush())
+        evaluator.add_event_handler(Events.COMPLETED, self.flush)
         if self.views.histograms:
             self.tb.attach(trainer, WeightsHistHandler(self.model), Events.EPOCH_COMPLETED)
             self.tb.attach(trainer, GradsHistHandler(self.model), Events.ITERATION_COMPLETED(every=every))
         final_test.add_event_handler(Events.COMPLETED, self.log_end_views, final_val)
 
+    @timed
     def log_train_vs_val_loss(self, trainer: Engine) -> None:
         """The tutorial's chart: running training loss and validation loss at the same steps, on one plot."""
         x, y = self.splits.val[0][: self.cfg.log.val_subset], self.splits.val[1][: self.cfg.log.val_subset]
         device = next(self.model.parameters()).device
         self.model.eval()
-        with torch.no_grad():
+        with torch.inference_mode():
             val_loss = F.cross_entropy(self.model(x.to(device)), y.to(device)).item()
         scalars = {"train": trainer.state.metrics["recent_loss"], "validation": val_loss}
         self.writer.add_scalars("loss", scalars, trainer.state.iteration)
 
+    @timed
     def log_start_views(self, trainer: Engine) -> None:
         if trainer.state.iteration > 0:  # resumed: these were written when the run started
             return
@@ -92,24 +112,18 @@ class TensorBoardViews:
             self.log_pixel_embedding()
 
     def log_pixel_embedding(self) -> None:
-        x, y = self.splits.test[0][self.embedding_idx], self.splits.test[1][self.embedding_idx]
-        shown = denormalise(x)
-        self.add_embedding(shown.flatten(1), y, shown, tag="pixels")
-        self.pixels_logged = True
+        # Pixels as 0-255 integers: the same geometry for PCA and t-SNE as [0, 1] floats, in a fifth of the text.
+        self.projector.add("pixels", (self.projector.images * 255).round().to(torch.uint8).flatten(1), fmt="%d")
 
-    def add_embedding(self, mat: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, tag: str) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):  # torch prints a warning when a resumed run re-adds one
-            self.writer.add_embedding(mat, metadata=[self.class_names[i] for i in labels], label_img=images, tag=tag)
-        self.writer.flush()
-
+    @timed
     def log_end_views(self, final_test: Engine, final_val: Engine) -> None:
         """On the test set, with the best model: PR curves, confusion matrix, predictions, mistakes, features."""
         step = self.trainer.state.epoch
+        device = next(self.model.parameters()).device
+        self.model.eval()
         if self.views.eval_views:
             x, y = self.splits.test
-            device = next(self.model.parameters()).device
-            self.model.eval()
-            with torch.no_grad():
+            with torch.inference_mode():
                 probs = torch.cat([F.softmax(self.model(b.to(device)), 1).cpu() for b in x.split(2048)])
             for i, name in enumerate(self.class_names):
                 self.writer.add_pr_curve(f"pr_curve/{name}", y == i, probs[:, i], step)
@@ -119,12 +133,10 @@ class TensorBoardViews:
             self.writer.add_figure("test/most_confident_mistakes", self.mistakes_figure(x, y, probs), step)
             self.writer.flush()
         if self.views.embeddings:
-            if not self.pixels_logged:  # a resumed run's writer must list both embeddings again
+            if not self.projector.config.embeddings:  # resumed: this process has not listed the pixels yet
                 self.log_pixel_embedding()
-            x, y = self.splits.test[0][self.embedding_idx], self.splits.test[1][self.embedding_idx]
-            with torch.no_grad():
-                features = self.model.features(x.to(next(self.model.parameters()).device)).cpu()
-            self.add_embedding(features, y, denormalise(x), tag="features")
+            with torch.inference_mode():
+                self.projector.add("features", self.model.features(self.embedded.to(device)))
         if self.views.hparams:
             self.log_hparams(final_val.state.metrics["accuracy"], final_test.state.metrics["accuracy"])
         self.writer.flush()
@@ -154,6 +166,11 @@ class TensorBoardViews:
         for tag, value in metric_dict.items():
             self.writer.add_scalar(tag, value)
 
+    @timed
+    def flush(self, _: Engine | None = None) -> None:
+        self.writer.flush()
+
+    @timed
     def close(self) -> None:
         self.tb.close()
 
