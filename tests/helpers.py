@@ -13,11 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("FASHION_MNIST_ROOT", ROOT.parent / "shared" / "data")).resolve()
 
 
-def run_trainer(*overrides: str, config: str = "configs/quick.yaml", timeout: float = 600, env: dict | None = None):
-    """`python -m trainer.main` as a user runs it, from the project root."""
+def run_trainer(
+    *overrides: str, config: str = "configs/quick.yaml", timeout: float = 600, env: dict | None = None, cwd: Path = ROOT
+):
+    """`python -m trainer.main` as a user runs it, from the project root unless `cwd` says otherwise."""
     command = [sys.executable, "-m", "trainer.main", "--config", config, *overrides]
     full_env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT), **(env or {})}
-    return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -53,10 +54,13 @@ def test_model_file_is_plain_and_reproduces_the_test_accuracy(trained_run, data_
 
 
 def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
-    """Ctrl-C in epoch 2 of the quick config, then the printed resume command: same as the straight run."""
-    command = [sys.executable, "-m", "trainer.main", "--config", "configs/quick.yaml", f"output.root={tmp_path}", "run.name=cut"]
+    """Ctrl-C in epoch 2 of the quick config, then the printed resume command: same as the straight run.
+
+    Run as the README runs it, with the default relative `runs` folder (here under tmp_path, the working directory).
+    """
+    command = [sys.executable, "-m", "trainer.main", "--config", str(ROOT / "configs/quick.yaml"), "run.name=cut"]
     env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     seen = ""
     deadline = time.monotonic() + 300
     while "Epoch 1/2" not in seen and time.monotonic() < deadline:
@@ -69,11 +73,12 @@ def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
     assert resume, seen[-3000:]
     args = resume.group(1).split()
     assert args[0] == "--config"
-    result = run_trainer(*args[2:], config=args[1])
+    assert (tmp_path / args[1]).is_file() and not Path(args[1]).is_absolute(), args
+    result = run_trainer(*args[2:], config=args[1], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    resumed, straight = read_metrics(tmp_path / "cut"), read_metrics(trained_run)
+    resumed, straight = read_metrics(tmp_path / "runs" / "cut"), read_metrics(trained_run)
     assert resumed["epochs_run"] == straight["epochs_run"] == 2
     for key in ("test_accuracy", "val_accuracy", "test_loss", "val_loss"):
         assert abs(resumed[key] - straight[key]) < 1e-4, (key, resumed[key], straight[key])
-    projector = (tmp_path / "cut" / "projector_config.pbtxt").read_text()
+    projector = (tmp_path / "runs" / "cut" / "projector_config.pbtxt").read_text()
     assert projector.count("embeddings {") == 2, "the resumed run lists both embeddings, each once"

@@ -108,7 +108,7 @@ def load_best_weights(model: nn.Module, best: Checkpoint) -> int:
     state = model.state_dict()
     epoch = 0
     if idist.get_rank() == 0 and best.last_checkpoint is not None:
-        checkpoint = safe_torch_load(best.save_handler.dirname / best.last_checkpoint, "best checkpoint")
+        checkpoint = safe_torch_load(Path(best.last_checkpoint), "best checkpoint")  # a DiskSaver's: the whole path
         state, progress = checkpoint["model"], checkpoint["trainer"]
         epoch = progress["iteration"] // progress["epoch_length"]
     for name, tensor in model.state_dict().items():
@@ -187,7 +187,7 @@ def training(local_rank: int, cfg: DictConfig) -> int:
         last(trainer)
         if views:
             views.close()
-        checkpoint = run_dir / "checkpoints" / last.last_checkpoint
+        checkpoint = Path(last.last_checkpoint)
         logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
         logger.info(f"Resume with: python -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}")
         return stop.exit_code
