@@ -92,7 +92,7 @@ def throughput(
         "loop_images_per_s": images / statistics.median(loop_seconds),
         "epoch_seconds": epoch_seconds,
         "run_seconds": [run["run_seconds"] for run in runs] if runs else None,
-        "tensorboard_seconds": [run["tensorboard_seconds"] for run in runs] if runs and runs[0]["tensorboard_seconds"] else None,
+        "tensorboard_seconds": [run["tensorboard_seconds"] for run in runs] if runs and runs[0]["tensorboard_seconds"] is not None else None,
         "peak_rss_mb": max(run["peak_rss_mb"] for run in runs) if runs else None,
     }
 

@@ -24,7 +24,8 @@ class Projector:
 
     def __init__(self, run_dir: Path, images: torch.Tensor, labels: list[str]) -> None:
         """`images`: (N, 1, H, W) in [0, 1], light garments on dark, as people see them."""
-        self.run_dir, self.images, self.labels = run_dir, images, labels
+        self.run_dir, self.labels = run_dir, labels
+        self.intensities = (images[:, 0] * 255).round().to(torch.uint8)  # (N, H, W): the sprite's pixels
         self.config = ProjectorConfig()
 
     def add(self, tag: str, mat: torch.Tensor, fmt: str = "%.6g") -> None:
@@ -41,14 +42,13 @@ class Projector:
         info.tensor_path = f"{FOLDER}/{tag}.tsv"
         info.metadata_path = f"{FOLDER}/metadata.tsv"
         info.sprite.image_path = f"{FOLDER}/sprite.png"
-        info.sprite.single_image_dim.extend([self.images.shape[3], self.images.shape[2]])
+        info.sprite.single_image_dim.extend([self.intensities.shape[2], self.intensities.shape[1]])
         (self.run_dir / "projector_config.pbtxt").write_text(text_format.MessageToString(self.config))
 
     def sprite(self) -> Image.Image:
         """All thumbnails in one square grid, row by row, as the projector expects."""
-        n, _, h, w = self.images.shape
+        n, h, w = self.intensities.shape
         side = math.ceil(math.sqrt(n))
-        tiles = (self.images[:, 0] * 255).round().to(torch.uint8).numpy()
         grid = np.zeros((side * side, h, w), dtype=np.uint8)
-        grid[:n] = tiles
+        grid[:n] = self.intensities.numpy()
         return Image.fromarray(grid.reshape(side, side, h, w).transpose(0, 2, 1, 3).reshape(side * h, side * w))

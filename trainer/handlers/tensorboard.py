@@ -113,7 +113,7 @@ class TensorBoardViews:
 
     def log_pixel_embedding(self) -> None:
         # Pixels as 0-255 integers: the same geometry for PCA and t-SNE as [0, 1] floats, in a fifth of the text.
-        self.projector.add("pixels", (self.projector.images * 255).round().to(torch.uint8).flatten(1), fmt="%d")
+        self.projector.add("pixels", self.projector.intensities.flatten(1), fmt="%d")
 
     @timed
     def log_end_views(self, final_test: Engine, final_val: Engine) -> None:
