@@ -74,20 +74,27 @@ def in_process(checkpoint: Path, images: list[Path]) -> dict[str, Any]:
 
 
 @contextmanager
-def demo_server(checkpoint: Path, log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python demo/app.py` on a free local port, once it answers; stopped on leaving, whatever happened."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+def demo_server(
+    checkpoint: Path, log: Path, port: int | None = None, env: dict[str, str] | None = None, start_timeout: float = 120
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python demo/app.py` on 127.0.0.1 (`port`, else a free one), once it answers; stopped on leaving, whatever happened.
+
+    Its output goes to the file `log`, so that a chatty server can never block on a full pipe. The tests start
+    their servers with this too.
+    """
+    if port is None:
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            port = probe.getsockname()[1]
     command = [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--host", "127.0.0.1"]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with log.open("w") as output:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_timeout
         while not answers(url):
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the demo did not start:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"the demo did not start within {start_timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.5)
         yield server, url
     finally:

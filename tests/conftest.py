@@ -1,10 +1,6 @@
 """Session fixtures: the real dataset, one real training run that many tests read, and the demo as a real server."""
 
-import os
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DATA_ROOT, ROOT, free_port, run_trainer
+from benchmarks import demo_latency
+from tests.helpers import DATA_ROOT, free_port, run_trainer
 
 
 @pytest.fixture(scope="session")
@@ -55,33 +52,8 @@ def running_demo(checkpoint: Path, temp_dir: Path) -> Iterator[DemoServer]:
     port = free_port()
     temp_dir.mkdir(parents=True, exist_ok=True)
     log = temp_dir.parent / f"demo-{port}.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(temp_dir)}
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port)],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
-    demo = DemoServer(f"http://127.0.0.1:{port}", port, process, log, temp_dir)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(demo.url, timeout=2).read()
-                break
-            except OSError:
-                assert process.poll() is None, demo.output()[-3000:]
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the demo did not start within 90 s:\n{demo.output()[-3000:]}")
-                time.sleep(0.5)
-        yield demo
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
+    with demo_latency.demo_server(checkpoint, log, port, {"GRADIO_TEMP_DIR": str(temp_dir)}, start_timeout=90) as (process, url):
+        yield DemoServer(url.rstrip("/"), port, process, log, temp_dir)
 
 
 @pytest.fixture(scope="session")
