@@ -24,13 +24,10 @@ DIR/demo_latency.json:
 DIR/demo_latency.png: median and p95 latency of each way of asking.
 """
 
-import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,8 +37,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import (
-    QUICK_CONFIG, ROOT, data_root, entry, machine, new_figure, parser, peak_rss_mb, report_results, run_python,
-    save_figure, table, verdict,
+    QUICK_CONFIG, ROOT, data_root, entry, free_port, machine, new_figure, parser, peak_rss_mb, report_results,
+    run_python, save_figure, serving, table, verdict,
 )
 from benchmarks.photo_like import build_benchmark
 from trainer.errors import UserError
@@ -77,41 +74,12 @@ def in_process(checkpoint: Path, images: list[Path]) -> dict[str, Any]:
 def demo_server(
     checkpoint: Path, log: Path, port: int | None = None, env: dict[str, str] | None = None, start_timeout: float = 120
 ) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python demo/app.py` on 127.0.0.1 (`port`, else a free one), once it answers; stopped on leaving, whatever happened.
-
-    Its output goes to the file `log`, so that a chatty server can never block on a full pipe. The tests start
-    their servers with this too.
-    """
-    if port is None:
-        with socket.create_server(("127.0.0.1", 0)) as probe:
-            port = probe.getsockname()[1]
+    """`python demo/app.py` on 127.0.0.1 (`port`, else a free one), once it answers; the tests start theirs with this too."""
+    port = port or free_port()
     command = [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--host", "127.0.0.1"]
-    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    with log.open("w") as output:
-        server = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + start_timeout
-        while not answers(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the demo did not start within {start_timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.5)
+    with serving(command, url, log, start_timeout, {"GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}) as server:
         yield server, url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-        return True
-    except OSError:
-        return False
 
 
 def over_http(

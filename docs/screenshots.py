@@ -4,14 +4,14 @@
 """
 
 import argparse
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
+import tempfile
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+from benchmarks.common import free_port, serving
+from benchmarks.demo_latency import demo_server
 
 DOCS = Path(__file__).resolve().parent
 # No --disable-gpu: the Projector tab needs WebGL, which SwiftShader renders in software.
@@ -22,24 +22,6 @@ CHROMIUM_ARGS = [
 TABS = ["scalars", "images", "graphs", "projector", "pr_curves", "hparams", "text"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(command: list[str], url: str) -> subprocess.Popen:
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return server
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit(f"{command[0]} did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -47,34 +29,28 @@ def main() -> None:
     parser.add_argument("--no-demo", action="store_true", help="skip the demo screenshot")
     args = parser.parse_args()
     tb_port, demo_port = free_port(), free_port()
-    tensorboard = serve(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(args.run_dir.parent), "--host", "127.0.0.1", "--port", str(tb_port)],
-        f"http://127.0.0.1:{tb_port}/data/runs",
-    )
-    demo = serve(
-        [sys.executable, "demo/app.py", "--checkpoint", str(args.run_dir / "model.pt"), "--port", str(demo_port)],
-        f"http://127.0.0.1:{demo_port}",
-    )
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            for tab in args.tabs:
-                page.goto(f"http://127.0.0.1:{tb_port}/?runFilter={args.run_dir.name}#{tab}")
-                page.wait_for_timeout(6000 if tab in ("projector", "graphs") else 3500)
-                page.screenshot(path=str(DOCS / f"tensorboard_{tab}.png"))
-            if args.no_demo:
-                return
+    logs = Path(tempfile.mkdtemp(prefix="screenshots-"))
+    run_dir = args.run_dir.resolve()
+    tensorboard = [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", str(tb_port)]
+    with (
+        serving(tensorboard, f"http://127.0.0.1:{tb_port}/data/runs", logs / "tensorboard.log"),
+        demo_server(run_dir / "model.pt", logs / "demo.log", demo_port),
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        for tab in args.tabs:
+            page.goto(f"http://127.0.0.1:{tb_port}/?runFilter={run_dir.name}#{tab}")
+            page.wait_for_timeout(6000 if tab in ("projector", "graphs") else 3500)
+            page.screenshot(path=str(DOCS / f"tensorboard_{tab}.png"))
+        if not args.no_demo:
             page.goto(f"http://127.0.0.1:{demo_port}")
             page.wait_for_timeout(2000)
-            example = sorted((args.run_dir / "examples").glob("*.png"))[0]
+            example = sorted((run_dir / "examples").glob("*.png"))[0]
             page.locator("#photo input[type=file]").set_input_files(str(example))
             page.wait_for_timeout(3000)
             page.screenshot(path=str(DOCS / "demo.png"), full_page=True)
-            browser.close()
-    finally:
-        tensorboard.terminate()
-        demo.terminate()
+        browser.close()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import demo_latency
-from tests.helpers import DATA_ROOT, free_port, run_trainer
+from benchmarks.common import free_port
+from tests.helpers import DATA_ROOT, run_trainer
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,6 @@ def run_trainer(
     command = [sys.executable, "-m", "trainer.main", "--config", config, *overrides]
     full_env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT), **(env or {})}
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_idx(folder: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:

@@ -2,7 +2,6 @@
 
 import io
 import json
-import subprocess
 import sys
 import time
 import urllib.request
@@ -12,7 +11,8 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import free_port, run_trainer
+from benchmarks.common import free_port, serving
+from tests.helpers import run_trainer
 from trainer.data import CLASS_NAMES
 
 EPOCHS, EPOCH_LENGTH = 2, 55_000 // 128
@@ -106,21 +106,16 @@ def get_json(url: str):
         return json.loads(response.read())
 
 
-def test_tensorboard_server_serves_the_run(trained_run):
+def test_tensorboard_server_serves_the_run(trained_run, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(trained_run.parent), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(trained_run.parent), "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, f"{base}/data/runs", tmp_path / "tensorboard.log", start_timeout=60):
         deadline = time.monotonic() + 60
-        runs = []
-        while time.monotonic() < deadline and "quick" not in runs:
-            try:
-                runs = get_json(f"{base}/data/runs")
-            except OSError:
-                time.sleep(0.5)
+        runs = get_json(f"{base}/data/runs")
+        while time.monotonic() < deadline and "quick" not in runs:  # the server reads the event files after it answers
+            time.sleep(0.5)
+            runs = get_json(f"{base}/data/runs")
         assert {"quick", "quick/loss_train", "quick/loss_validation"} <= set(runs), runs
         scalars = get_json(f"{base}/data/plugin/scalars/tags")
         assert "validation/accuracy" in scalars["quick"] and "loss" in scalars["quick/loss_train"]
@@ -138,9 +133,6 @@ def test_tensorboard_server_serves_the_run(trained_run):
                 assert set(response.read().decode().split()) <= {w for c in CLASS_NAMES for w in c.split()}
             with urllib.request.urlopen(f"{base}/data/plugin/projector/sprite_image?{query}", timeout=30) as response:
                 assert Image.open(io.BytesIO(response.read())).size == (32 * 28, 32 * 28)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def test_unwritable_log_directory_stops_before_training(tmp_path):

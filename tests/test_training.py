@@ -82,3 +82,20 @@ def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
         assert abs(resumed[key] - straight[key]) < 1e-4, (key, resumed[key], straight[key])
     projector = (tmp_path / "runs" / "cut" / "projector_config.pbtxt").read_text()
     assert projector.count("embeddings {") == 2, "the resumed run lists both embeddings, each once"
+
+
+def test_strong_config_trains_and_exports_its_architecture(tmp_path):
+    """configs/strong.yaml end to end, on 1,000 training images so it takes seconds: the stronger network's
+    model.pt names its architecture and width, and loads back into a fresh model of that shape."""
+    result = run_trainer(
+        f"output.root={tmp_path}", "run.name=strong", "data.val_size=59000", "train.max_epochs=1",
+        "tensorboard.embedding_samples=100", config="configs/strong.yaml",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = torch.load(tmp_path / "strong" / "model.pt", weights_only=True, map_location="cpu")
+    strong = OmegaConf.load(ROOT / "configs" / "strong.yaml")
+    assert payload["arch"] == strong.model.name == "small_cnn"
+    assert payload["arch_kwargs"]["width"] == strong.model.kwargs.width
+    model = build_model(payload["arch"], **payload["arch_kwargs"])
+    model.load_state_dict(payload["state_dict"])
+    assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -37,7 +37,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = 20
+    max_epochs: int = 16
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.1
