@@ -164,12 +164,12 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    default_epochs = load_config(DEFAULT_CONFIG).train.max_epochs
-    p.add_argument("--epochs", type=int, help=f"epochs per trainer run, the first a warm-up (default {default_epochs}, "
+    default = load_config(DEFAULT_CONFIG).train
+    p.add_argument("--epochs", type=int, help=f"epochs per trainer run, the first a warm-up (default {default.max_epochs}, "
                    "a whole default run; with --quick 2)")
     p.add_argument("--repeats", type=int, help="measurements of each kind, in alternating order (default 3; --quick 1)")
     args = p.parse_args(argv)
-    epochs = args.epochs or (2 if args.quick else default_epochs)
+    epochs = args.epochs or (2 if args.quick else default.max_epochs)
     repeats = args.repeats or (1 if args.quick else 3)
     if epochs < 2 or repeats < 1:
         p.error("--epochs must be at least 2 (one warm-up epoch and one measured) and --repeats at least 1")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "epochs": epochs,
         "repeats": repeats,
-        "batch_size": load_config(DEFAULT_CONFIG).train.batch_size,
+        "batch_size": default.batch_size,
         "images_per_epoch": images,
         "runs": runs,
         "trainer_vs_limit": limit / on,
