@@ -44,18 +44,25 @@ def check_plots(out: Path, *names: str) -> None:
 
 def test_train_speed(tmp_path, data_root):
     report = run_benchmark("train_speed", tmp_path)
-    run = {"images_per_s": NUMBER, "loop_images_per_s": NUMBER, "epoch_seconds": list, "run_seconds": (list, type(None)),
-           "tensorboard_seconds": (list, type(None)), "peak_rss_mb": OPTIONAL_NUMBER}
+    run = {"images_per_s": NUMBER, "loop_images_per_s": NUMBER, "epoch_seconds": list, "vs_limit": (list, type(None)),
+           "run_seconds": (list, type(None)), "tensorboard_seconds": (list, type(None)), "peak_rss_mb": OPTIONAL_NUMBER}
     check_fields(report, {
         "machine": MACHINE, "quick": bool, "epochs": int, "repeats": int, "batch_size": int, "images_per_epoch": int,
         "runs": {"tensorboard_on": run, "tensorboard_off": run, "limit": run},
-        "trainer_vs_limit": NUMBER, "tensorboard_time_ratio": NUMBER, "tensorboard_run_ratio": NUMBER,
-        "tensorboard_in_run_ratio": NUMBER,
+        "trainer_vs_limit": NUMBER, "tensorboard_off_vs_limit": NUMBER, "tensorboard_time_ratio": NUMBER,
+        "tensorboard_run_ratio": NUMBER, "tensorboard_in_run_ratio": NUMBER,
         "targets_met": {"trainer_vs_limit": bool, "tensorboard_in_run_ratio": bool},
     })
     assert report["quick"] and report["epochs"] == 2 and report["repeats"] == 1
-    for name, run in report["runs"].items():
+    assert report["images_per_epoch"] == 55_000 // 128 * 128, "whole batches of the 55,000 training images"
+    limit = report["runs"]["limit"]
+    assert len(limit["epoch_seconds"]) == 2 and limit["vs_limit"] is None, "one limit epoch inside each of the two runs"
+    for name in ("tensorboard_on", "tensorboard_off"):
+        run = report["runs"][name]
         assert len(run["epoch_seconds"]) == 1 and run["images_per_s"] > 0, name
+        [ratio] = run["vs_limit"]
+        assert 0 < ratio == limit["epoch_seconds"][0 if name == "tensorboard_on" else 1] / run["epoch_seconds"][0], name
+    assert report["trainer_vs_limit"] == report["runs"]["tensorboard_on"]["vs_limit"][0]
     for name in ("tensorboard_on", "tensorboard_off"):
         [seconds] = report["runs"][name]["run_seconds"]
         assert seconds > sum(report["runs"][name]["epoch_seconds"]), f"{name}: a whole run outlasts its measured epoch"

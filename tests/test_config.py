@@ -26,6 +26,7 @@ def test_default_config_and_overrides(monkeypatch):
         (["train.max_epochs=0"], "train.max_epochs must be at least 1"),
         (["data.val_size=60000"], "data.val_size must be between 1 and 59999"),
         (["train.batch_size=0"], "train.batch_size must be at least 1"),
+        (["train.ema_decay=1"], "train.ema_decay must be at least 0 (0 turns it off) and below 1"),
         (["justaword"], "must look like key.sub=value"),
     ],
 )

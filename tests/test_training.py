@@ -34,7 +34,7 @@ def test_run_directory_layout(trained_run):
     assert checkpoints[0].startswith("best_checkpoint_") and "val_accuracy=" in checkpoints[0]
     assert checkpoints[1].startswith("last_checkpoint_")
     last = torch.load(trained_run / "checkpoints" / checkpoints[1], weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(last)
+    assert {"model", "ema_model", "optimizer", "lr_scheduler", "trainer"} <= set(last)
     assert len(list((trained_run / "examples").glob("*.png"))) == len(CLASS_NAMES)
 
 
@@ -51,6 +51,17 @@ def test_model_file_is_plain_and_reproduces_the_test_accuracy(trained_run, data_
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     assert abs(accuracy - read_metrics(trained_run)["test_accuracy"]) < 1e-4
+
+
+def test_model_file_holds_the_best_epochs_moving_average(trained_run):
+    """What is validated, kept as best and exported is the average of the weights, not the last step's weights."""
+    [best] = (trained_run / "checkpoints").glob("best_checkpoint_*.pt")
+    checkpoint = torch.load(best, weights_only=True)
+    exported = torch.load(trained_run / "model.pt", weights_only=True)["state_dict"]
+    assert exported.keys() == checkpoint["ema_model"].keys() == checkpoint["model"].keys()
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, checkpoint["ema_model"][name]), name
+    assert any(not torch.equal(tensor, checkpoint["model"][name]) for name, tensor in exported.items())
 
 
 def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):

@@ -46,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    ema_decay: float = 0.995
     hflip: bool = True
     max_shift: int = 0
     early_stopping_patience: int = 0
@@ -152,6 +153,8 @@ def check_ranges(cfg: DictConfig) -> None:
         )
     if cfg.train.momentum < 0 or cfg.train.weight_decay < 0 or cfg.train.warmup_epochs < 0:
         problems.append("train.momentum, train.weight_decay and train.warmup_epochs must not be negative")
+    if not 0 <= cfg.train.ema_decay < 1:
+        problems.append(f"train.ema_decay must be at least 0 (0 turns it off) and below 1 (got {cfg.train.ema_decay})")
     if cfg.train.optimizer not in ("sgd", "adamw"):
         problems.append(f"train.optimizer must be sgd or adamw (got {cfg.train.optimizer!r})")
     if not 0 <= cfg.train.max_shift <= 8:

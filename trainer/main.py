@@ -26,7 +26,7 @@ from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedExc
 from trainer.checkpoint import CheckpointError, create_checkpoints, read_checkpoint, restore, run_dir_of
 from trainer.config import DEFAULT_CONFIG, FASHION_MNIST_TRAIN_SIZE, load_config, to_yaml
 from trainer.data import CLASS_NAMES, MEAN, STD, InMemoryLoader, Splits, denormalise, load_splits
-from trainer.engines import create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
+from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.errors import UserError
 from trainer.export import save_model_file
 from trainer.handlers.interrupt import GracefulStop
@@ -102,14 +102,14 @@ def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimi
     )
 
 
-def load_best_weights(model: nn.Module, best: Checkpoint) -> int:
-    """Copy the best checkpoint's weights into `model` on every rank; return the epoch they come from."""
+def load_best_weights(model: nn.Module, best: Checkpoint, key: str) -> int:
+    """Copy the best checkpoint's weights (its `key` entry) into `model` on every rank; return their epoch."""
     model = getattr(model, "module", model)  # checkpoints hold the bare network, without DDP's "module." prefix
     state = model.state_dict()
     epoch = 0
     if idist.get_rank() == 0 and best.last_checkpoint is not None:
         checkpoint = safe_torch_load(Path(best.last_checkpoint), "best checkpoint")  # a DiskSaver's: the whole path
-        state, progress = checkpoint["model"], checkpoint["trainer"]
+        state, progress = checkpoint[key], checkpoint["trainer"]
         epoch = progress["iteration"] // progress["epoch_length"]
     for name, tensor in model.state_dict().items():
         tensor.copy_(idist.broadcast(state[name].to(tensor.device), src=0))
@@ -142,9 +142,11 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     device = idist.device()
     log_every = cfg.log.every or max(1, len(train_loader) // 10)
     trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device, log_every)
-    evaluator = create_evaluator(model, loss_fn, device)
-    final_val = create_evaluator(model, loss_fn, device)
-    final_test = create_evaluator(model, loss_fn, device, num_classes=len(CLASS_NAMES))
+    ema = attach_ema(trainer, model, cfg.train.ema_decay)  # attached before the views: they read the latest average
+    tested, tested_key = (ema.ema_model, "ema_model") if ema else (model, "model")  # validated, kept as best, exported
+    evaluator = create_evaluator(tested, loss_fn, device)
+    final_val = create_evaluator(tested, loss_fn, device)
+    final_test = create_evaluator(tested, loss_fn, device, num_classes=len(CLASS_NAMES))
 
     # Handlers, in the order they fire at the end of an epoch: progress bar, validation, epoch line, checkpoints.
     if rank == 0:
@@ -155,6 +157,8 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(val_loader))
     evaluator.add_event_handler(Events.COMPLETED, lambda: log_epoch(logger, trainer, evaluator, optimizer))
     to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
+    if ema:
+        to_save["ema_model"] = ema.ema_model
     if cfg.train.early_stopping_patience > 0:
         to_save["early_stopping"] = EarlyStopping(
             cfg.train.early_stopping_patience, Checkpoint.get_default_score_fn("accuracy"), trainer
@@ -167,7 +171,7 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     if rank == 0 and cfg.tensorboard.enabled:
         from trainer.handlers.tensorboard import TensorBoardViews
 
-        views = TensorBoardViews(cfg, run_dir, model, splits, CLASS_NAMES)
+        views = TensorBoardViews(cfg, run_dir, model, tested, splits, CLASS_NAMES)
         views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
     stop = GracefulStop()
     stop.install()
@@ -175,6 +179,8 @@ def training(local_rank: int, cfg: DictConfig) -> int:
 
     if resume_from is not None:
         restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
+        if ema and "ema_model" not in resume_from:  # a checkpoint of a run without the average starts it afresh
+            ema.ema_model.load_state_dict(getattr(model, "module", model).state_dict())
         check_resumable(cfg, trainer, len(train_loader))
         logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
     logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
@@ -192,11 +198,11 @@ def training(local_rank: int, cfg: DictConfig) -> int:
         logger.info(f"Resume with: python -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}")
         return stop.exit_code
 
-    best_epoch = load_best_weights(model, best)
+    best_epoch = load_best_weights(tested, best, tested_key)
     final_val.run(val_loader)
     final_test.run(test_loader)
     if rank == 0:
-        finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best_epoch, train_seconds)
+        finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
         if views:
             views.close()
             logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")

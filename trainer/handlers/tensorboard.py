@@ -49,9 +49,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class TensorBoardViews:
-    def __init__(self, cfg: DictConfig, run_dir: Path, model: nn.Module, splits: Splits, class_names: list[str]) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, model: nn.Module, tested: nn.Module, splits: Splits, class_names: list[str]
+    ) -> None:
+        """`model` is the network being trained (graph, histograms); `tested` the weights the evaluators test and
+        the run exports (the trained network itself, or its moving average), behind every validation view."""
         self.cfg, self.views = cfg, cfg.tensorboard
-        self.model, self.splits, self.class_names = unwrap(model), splits, class_names
+        self.model, self.tested, self.splits, self.class_names = unwrap(model), unwrap(tested), splits, class_names
         self.seconds = 0.0
         self.tb = TensorboardLogger(log_dir=str(run_dir))
         self.writer = self.tb.writer
@@ -81,12 +85,12 @@ class TensorBoardViews:
 
     @timed
     def log_train_vs_val_loss(self, trainer: Engine) -> None:
-        """The tutorial's chart: running training loss and validation loss at the same steps, on one plot."""
+        """The tutorial's chart: running training loss and validation loss (of the tested weights) at the same steps."""
         x, y = self.splits.val[0][: self.cfg.log.val_subset], self.splits.val[1][: self.cfg.log.val_subset]
-        device = next(self.model.parameters()).device
-        self.model.eval()
+        device = next(self.tested.parameters()).device
+        self.tested.eval()
         with torch.inference_mode():
-            val_loss = F.cross_entropy(self.model(x.to(device)), y.to(device)).item()
+            val_loss = F.cross_entropy(self.tested(x.to(device)), y.to(device)).item()
         scalars = {"train": trainer.state.metrics["recent_loss"], "validation": val_loss}
         self.writer.add_scalars("loss", scalars, trainer.state.iteration)
 
@@ -119,12 +123,12 @@ class TensorBoardViews:
     def log_end_views(self, final_test: Engine, final_val: Engine) -> None:
         """On the test set, with the best model: PR curves, confusion matrix, predictions, mistakes, features."""
         step = self.trainer.state.epoch
-        device = next(self.model.parameters()).device
-        self.model.eval()
+        device = next(self.tested.parameters()).device
+        self.tested.eval()
         if self.views.eval_views:
             x, y = self.splits.test
             with torch.inference_mode():
-                probs = torch.cat([F.softmax(self.model(b.to(device)), 1).cpu() for b in x.split(2048)])
+                probs = torch.cat([F.softmax(self.tested(b.to(device)), 1).cpu() for b in x.split(2048)])
             for i, name in enumerate(self.class_names):
                 self.writer.add_pr_curve(f"pr_curve/{name}", y == i, probs[:, i], step)
             cm = final_test.state.metrics["confusion"].cpu().numpy()
@@ -136,7 +140,7 @@ class TensorBoardViews:
             if not self.projector.config.embeddings:  # resumed: this process has not listed the pixels yet
                 self.log_pixel_embedding()
             with torch.inference_mode():
-                self.projector.add("features", self.model.features(self.embedded.to(device)))
+                self.projector.add("features", self.tested.features(self.embedded.to(device)))
         if self.views.hparams:
             self.log_hparams(final_val.state.metrics["accuracy"], final_test.state.metrics["accuracy"])
         self.writer.flush()
