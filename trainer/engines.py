@@ -38,7 +38,16 @@ def attach_ema(trainer: Engine, model: nn.Module, decay: float, every: int = 4) 
     if decay == 0:
         return None
     ema = EMAHandler(model, momentum=1 - decay**every, handle_buffers="update")  # momentum: the new weights' share
-    ema.attach(trainer, event=Events.ITERATION_COMPLETED(every=every))
+
+    @trainer.on(Events.ITERATION_COMPLETED(every=every))
+    def warm_up(engine: Engine) -> None:
+        # As TensorFlow's ExponentialMovingAverage(num_updates=step): at step t the average spans at most about
+        # t / 10 steps, so a short run is not averaged with its random start. A function of the step alone, so a
+        # resumed run averages exactly as an uninterrupted one.
+        step = engine.state.iteration
+        engine.state.ema_momentum = 1 - min(decay, (1 + step) / (10 + step)) ** every
+
+    ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED(every=every))  # after warm_up
     return ema
 
 
