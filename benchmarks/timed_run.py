@@ -20,6 +20,7 @@ CLOCK.json: {"exit_code": int, "peak_rss_mb": float (VmHWM of this process),
              "tensorboard_seconds": float | null (the TensorBoard views' time in this run; null with them off),
              "tensorboard_import_seconds": float (importing the views' modules, matplotlib among them: a run with
                                                   the views on pays it inside run_seconds; here it is paid before),
+             "images_per_epoch": int (the trainer loader's batches times their size),
              "epochs": [{"epoch": int, "train_seconds": float (the clock at the end of the epoch's iterations),
                          "loop_seconds": float (Ignite's time of that epoch's iterations alone),
                          "limit_seconds": float | null (the limit epoch run just after it; null unless LIMIT)}, ...],
@@ -108,6 +109,7 @@ def instrument(clock: dict[str, Any], tests_per_epoch: int, limit: bool) -> None
         @engine.on(Events.STARTED)
         def start() -> None:
             clock["start"] = time.perf_counter()
+            clock["images_per_epoch"] = len(train_loader) * train_loader.batch_size
             found["tester"] = create_evaluator(found["tested"], loss_fn, idist.device())
             if tests_per_epoch > 1:  # attached now, after the trainer's own handlers: it sees this step's weights
                 every = -(-len(train_loader) // tests_per_epoch)  # the last of an epoch's tests is at its end
@@ -169,6 +171,7 @@ def main() -> int:
         "benchmark_seconds": clock["benchmark_seconds"],
         "tensorboard_seconds": clock["tensorboard_seconds"],
         "tensorboard_import_seconds": clock["tensorboard_import_seconds"],
+        "images_per_epoch": clock["images_per_epoch"],
         "epochs": clock["epochs"],
         "tests": clock["tests"],
     }

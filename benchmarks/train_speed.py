@@ -47,7 +47,7 @@ from typing import Any
 
 from benchmarks.common import entry, fmt, machine, new_figure, parser, report_results, save_figure, table, verdict
 from benchmarks.timed_run import measure
-from trainer.config import DEFAULT_CONFIG, FASHION_MNIST_TRAIN_SIZE, load_config
+from trainer.config import DEFAULT_CONFIG, load_config
 
 TARGET_VS_LIMIT, TARGET_TB_RATIO = 0.90, 1.05
 LABELS = {
@@ -67,6 +67,7 @@ def trainer_run(overrides: list[str], epochs: int, workdir: Path, timeout: float
         "epoch_seconds": [b["train_seconds"] - a["train_seconds"] for a, b in zip(done, done[1:])],
         "limit_seconds": [a["limit_seconds"] for a in done[:-1]],
         "loop_seconds": [e["loop_seconds"] for e in done[1:]],
+        "images_per_epoch": clock["images_per_epoch"],
         # `python -m trainer.main` imports the views' modules inside the run; timed_run imported them before it
         "run_seconds": clock["run_seconds"] + (imported if on else 0.0),
         "tensorboard_seconds": clock["tensorboard_seconds"] + imported if on else None,
@@ -90,20 +91,22 @@ def summarise(runs: list[dict[str, Any]], images: int) -> dict[str, Any]:
     }
 
 
-def measure_all(epochs: int, repeats: int, workdir: Path, timeout: float, images: int) -> dict[str, dict[str, Any]]:
-    """The trainer with and without TensorBoard, in alternating order, `repeats` times; the limit inside each run."""
+def measure_all(epochs: int, repeats: int, workdir: Path, timeout: float) -> tuple[dict[str, dict[str, Any]], int]:
+    """The trainer with and without TensorBoard, in alternating order, `repeats` times; the limit inside each run.
+    Returns the measurements and the images in an epoch."""
     settings = {"tensorboard_on": [], "tensorboard_off": ["tensorboard.enabled=false"]}
     done: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     for r in range(repeats):
         for name in list(settings)[:: 1 if r % 2 == 0 else -1]:
             done[name].append(trainer_run(settings[name], epochs, workdir / f"{name}-{r}", timeout))
+    images = done["tensorboard_on"][0]["images_per_epoch"]
     runs = {name: summarise(each, images) for name, each in done.items()}
     limit = [s for each in done.values() for run in each for s in run["limit_seconds"]]
     runs["limit"] = {
         "images_per_s": images / statistics.median(limit), "loop_images_per_s": images / statistics.median(limit),
         "epoch_seconds": limit, "vs_limit": None, "run_seconds": None, "tensorboard_seconds": None, "peak_rss_mb": None,
     }
-    return runs
+    return runs, images
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -113,10 +116,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     limit = report["runs"]["limit"]["images_per_s"]
     ax.barh([LABELS[n] for n in names], values, color=["#999999", "#4c72b0", "#dd8452"])
     ax.axvline(TARGET_VS_LIMIT * limit, color="black", linestyle="--", linewidth=1)
-    ratios = [report["trainer_vs_limit"] if n == "tensorboard_on" else report["tensorboard_off_vs_limit"] if n == "tensorboard_off"
-              else 1.0 for n in names]
-    for y, (v, ratio) in enumerate(zip(values, ratios)):
-        ax.text(v, y, f" {v:,.0f} ({ratio:.0%})", va="center")
+    shares = {"tensorboard_on": report["trainer_vs_limit"], "tensorboard_off": report["tensorboard_off_vs_limit"], "limit": 1.0}
+    for y, (n, v) in enumerate(zip(names, values)):
+        ax.text(v, y, f" {v:,.0f} ({shares[n]:.0%})", va="center")
     ax.set_xlim(0, 1.3 * max(values))
     ax.set_xlabel("training images per second (median epoch, after a warm-up epoch)")
     ax.set_title(f"Training throughput, LeNet-5, batch {report['batch_size']}\n(share of the limit, from paired epochs; "
@@ -131,7 +133,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     return [
         ["training throughput, trainer with TensorBoard",
          f"{on['images_per_s']:,.0f} images/s = {report['trainer_vs_limit']:.2f} x the limit ({limit['images_per_s']:,.0f}), "
-         f"epoch by epoch", 
+         f"epoch by epoch",
          f">= {TARGET_VS_LIMIT:.2f} x the limit", verdict(met["trainer_vs_limit"])],
         [f"whole {report['epochs']}-epoch run, TensorBoard on / off",
          f"{report['tensorboard_in_run_ratio']:.3f} within each run; between runs {report['tensorboard_run_ratio']:.3f} "
@@ -142,8 +144,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    cfg = load_config(DEFAULT_CONFIG)
-    default = cfg.train
+    default = load_config(DEFAULT_CONFIG).train
     p.add_argument("--epochs", type=int, help=f"epochs per trainer run, the first a warm-up (default {default.max_epochs}, "
                    "a whole default run; with --quick 2)")
     p.add_argument("--repeats", type=int, help="measurements of each kind, in alternating order (default 3; --quick 1)")
@@ -153,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if epochs < 2 or repeats < 1:
         p.error("--epochs must be at least 2 (one warm-up epoch and one measured) and --repeats at least 1")
     timeout = 600 if args.quick else 3600
-    images = (FASHION_MNIST_TRAIN_SIZE - cfg.data.val_size) // default.batch_size * default.batch_size  # drop_last
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:
-        runs = measure_all(epochs, repeats, Path(tmp), timeout, images)
+        runs, images = measure_all(epochs, repeats, Path(tmp), timeout)
     on, off = (statistics.median(runs[n]["vs_limit"]) for n in ("tensorboard_on", "tensorboard_off"))
     run_on, run_off = (statistics.median(runs[n]["run_seconds"]) for n in ("tensorboard_on", "tensorboard_off"))
     report = {
