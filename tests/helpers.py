@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+
+from trainer.data import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("FASHION_MNIST_ROOT", ROOT.parent / "shared" / "data")).resolve()
@@ -40,3 +44,14 @@ def write_idx(folder: Path, n_train: int = 300, n_test: int = 100, seed: int = 0
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def pr_curve_counts(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each class's PR curve at its lowest threshold: (positives, all images), from TensorBoard's own reader."""
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    counts = {}
+    for name in CLASS_NAMES:
+        tp, fp, tn, fn = tensor_util.make_ndarray(events.Tensors(f"pr_curve/{name}")[-1].tensor_proto)[:4, 0]
+        counts[name] = (int(tp + fn), int(tp + fp + tn + fn))
+    return counts

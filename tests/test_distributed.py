@@ -5,7 +5,8 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import DATA_ROOT, ROOT, read_metrics, run_trainer
+from tests.helpers import DATA_ROOT, ROOT, pr_curve_counts, read_metrics, run_trainer
+from trainer.data import CLASS_NAMES
 
 # 20,000 training images, 2 epochs of 156 global batches: long enough to compare, short enough for CI.
 SHORT = ["data.val_size=40000", "train.max_epochs=2", "tensorboard.embeddings=false", "tensorboard.graph=false"]
@@ -19,6 +20,8 @@ def test_two_gloo_processes_train_one_model_like_one_process(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
     run_dir = tmp_path / "two"
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    # rank 0 tested only its half of the test set; its end views still show all of it
+    assert pr_curve_counts(run_dir) == {name: (1000, 10_000) for name in CLASS_NAMES}
     assert len(list(run_dir.rglob("model.pt"))) == 1 and len(list(run_dir.glob("checkpoints/last_*.pt"))) == 1
     assert two.stderr.count("Epoch 1/2") == 1, "only rank 0 logs progress"
     two_metrics, one_metrics = read_metrics(run_dir), read_metrics(tmp_path / "one")

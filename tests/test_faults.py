@@ -135,6 +135,13 @@ def test_checkpoint_of_another_model_is_refused_naming_the_mismatch(tmp_path, tr
     assert result.returncode == 2 and "does not fit" in message and "conv1" in message, message
 
 
+def test_a_diverging_run_stops_at_once_and_exports_nothing(tmp_path):
+    result = run_trainer(f"output.root={tmp_path}", "run.name=diverged", "train.lr=1e6", "tensorboard.enabled=false")
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "the training loss became nan at iteration" in message and "lower train.lr" in message, message
+    assert not (tmp_path / "diverged" / "model.pt").exists()
+
+
 def test_altered_dataset_file_is_named(tmp_path, data_root):
     copy = tmp_path / "data" / "FashionMNIST" / "raw"
     shutil.copytree(raw_folder(data_root), copy)

@@ -1,14 +1,21 @@
 """Ignite engines: the trainer (with its LR schedule and loss metrics) and the evaluators."""
 
+import math
+
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
-from ignite.handlers import EMAHandler, PiecewiseLinear, TerminateOnNan
+from ignite.handlers import EMAHandler, PiecewiseLinear
 from ignite.metrics import Accuracy, Average, ConfusionMatrix, Loss, Metric
 from ignite.metrics.metric import MetricUsage
 from omegaconf import DictConfig
 
 from trainer.data import InMemoryLoader
+from trainer.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """A loss that is no longer finite: the weights are lost, so the run stops without exporting them."""
 
 
 def create_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
@@ -28,16 +35,38 @@ def create_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, epoch
     return PiecewiseLinear(optimizer, param_name="lr", milestones_values=milestones)
 
 
+class FusedEMAHandler(EMAHandler):
+    """Ignite's `EMAHandler`, updating all floating-point tensors in one `torch._foreach_lerp_` call.
+
+    Ignite's update runs two small ops per tensor: 0.3 ms for LeNet-5's ten, against 0.03 ms fused. Other
+    tensors (BatchNorm's batch count) are copied, as Ignite's `handle_buffers="update"` does.
+    """
+
+    def __init__(self, model: nn.Module, momentum: float) -> None:
+        super().__init__(model, momentum=momentum, handle_buffers="update")
+        pairs = list(zip(self.ema_model.state_dict().values(), self.model.state_dict().values()))
+        self.averaged = [pair for pair in pairs if pair[0].is_floating_point()]
+        self.copied = [pair for pair in pairs if not pair[0].is_floating_point()]
+
+    def _update_ema_model(self, engine: Engine, name: str) -> None:
+        momentum = getattr(engine.state, name)
+        if self.averaged:
+            averages, currents = zip(*self.averaged)
+            torch._foreach_lerp_(averages, currents, momentum)
+        for average, current in self.copied:
+            average.copy_(current)
+
+
 def attach_ema(trainer: Engine, model: nn.Module, decay: float, every: int = 4) -> EMAHandler | None:
     """An exponential moving average of the weights over about 1 / (1 - decay) steps, or None with decay 0.
 
     The average is what gets validated, kept as the best checkpoint and exported: it smooths out the noise of a
     high learning rate, so it reaches a given test accuracy epochs earlier than the raw weights do. It is updated
-    every `every` steps with the same span: one update costs about 0.3 ms on 2 CPU cores, 3% of a LeNet-5 step.
+    every `every` steps with the same span.
     """
     if decay == 0:
         return None
-    ema = EMAHandler(model, momentum=1 - decay**every, handle_buffers="update")  # momentum: the new weights' share
+    ema = FusedEMAHandler(model, momentum=1 - decay**every)  # momentum: the new weights' share
 
     @trainer.on(Events.ITERATION_COMPLETED(every=every))
     def warm_up(engine: Engine) -> None:
@@ -80,7 +109,17 @@ def create_trainer(
         torch.manual_seed(cfg.seed * 100_003 + engine.state.epoch)  # dropout and augmentation, per epoch
 
     trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def stop_if_diverged(engine: Engine) -> None:
+        # Not Ignite's TerminateOnNan: it turns the loss into a tensor to test it (0.14 ms a step, 1.5% of an epoch
+        # here), and it ends the run as if it had finished, exporting whatever weights there are.
+        if not math.isfinite(engine.state.output):
+            raise TrainingDiverged(
+                f"the training loss became {engine.state.output} at iteration {engine.state.iteration}: the run diverged; "
+                f"lower train.lr (now {cfg.train.lr}) and start again"
+            )
+
     Average(output_transform=lambda loss: loss).attach(trainer, "loss")
     window = MetricUsage(
         started=Events.ITERATION_STARTED(event_filter=lambda _, i: (i - 1) % log_every == 0),

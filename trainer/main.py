@@ -140,7 +140,7 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     splits, train_loader, val_loader, test_loader = get_dataflow(cfg)
     model, optimizer, loss_fn, lr_scheduler = initialize(cfg, len(train_loader))
     device = idist.device()
-    log_every = cfg.log.every or max(1, len(train_loader) // 10)
+    log_every = cfg.log.every or max(1, len(train_loader) // 5)  # each point costs a forward pass on the val subset
     trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device, log_every)
     ema = attach_ema(trainer, model, cfg.train.ema_decay)  # attached before the views: they read the latest average
     tested, tested_key = (ema.ema_model, "ema_model") if ema else (model, "model")  # validated, kept as best, exported

@@ -11,11 +11,12 @@ import time
 import warnings
 from pathlib import Path
 
+import ignite.distributed as idist
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from ignite.handlers import TensorboardLogger, global_step_from_engine
+from ignite.handlers import EpochOutputStore, TensorboardLogger, global_step_from_engine
 from ignite.handlers.tensorboard_logger import GradsHistHandler, WeightsHistHandler
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -63,6 +64,7 @@ class TensorBoardViews:
         pick = torch.randperm(len(splits.test[1]), generator=torch.Generator().manual_seed(cfg.seed))[:n]
         self.embedded = splits.test[0][pick]
         self.projector = Projector(run_dir, denormalise(self.embedded), [class_names[i] for i in splits.test[1][pick]])
+        self.test_outputs: EpochOutputStore | None = None
 
     def attach(
         self, trainer: Engine, evaluator: Engine, final_val: Engine, final_test: Engine, optimizer: torch.optim.Optimizer, every: int
@@ -81,6 +83,9 @@ class TensorBoardViews:
         if self.views.histograms:
             self.tb.attach(trainer, WeightsHistHandler(self.model), Events.EPOCH_COMPLETED)
             self.tb.attach(trainer, GradsHistHandler(self.model), Events.ITERATION_COMPLETED(every=every))
+        if idist.get_world_size() == 1:  # this process tests every test image: the end views reuse its outputs
+            self.test_outputs = EpochOutputStore(output_transform=lambda output: output[0])
+            self.test_outputs.attach(final_test)
         final_test.add_event_handler(Events.COMPLETED, self.log_end_views, final_val)
 
     @timed
@@ -127,8 +132,7 @@ class TensorBoardViews:
         self.tested.eval()
         if self.views.eval_views:
             x, y = self.splits.test
-            with torch.inference_mode():
-                probs = torch.cat([F.softmax(self.tested(b.to(device)), 1).cpu() for b in x.split(2048)])
+            probs = F.softmax(self.test_logits(x, device), 1)
             for i, name in enumerate(self.class_names):
                 self.writer.add_pr_curve(f"pr_curve/{name}", y == i, probs[:, i], step)
             cm = final_test.state.metrics["confusion"].cpu().numpy()
@@ -144,6 +148,14 @@ class TensorBoardViews:
         if self.views.hparams:
             self.log_hparams(final_val.state.metrics["accuracy"], final_test.state.metrics["accuracy"])
         self.writer.flush()
+
+    def test_logits(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The final test's own outputs, in test-set order; a forward pass of its own where this process tested only
+        its shard of the test set (a distributed run)."""
+        if self.test_outputs is not None:
+            return torch.cat(self.test_outputs.data).cpu()
+        with torch.inference_mode():
+            return torch.cat([self.tested(batch.to(device)).cpu() for batch in x.split(2048)])
 
     def predictions_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor):
         """The tutorial's `plot_classes_preds`: predicted class and its probability, green if right, red if wrong."""
