@@ -46,10 +46,16 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def accumulate(folder: Path) -> EventAccumulator:
+    """TensorBoard's own reader of a run's events, keeping every scalar, image and tensor."""
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
 def pr_curve_counts(run_dir: Path) -> dict[str, tuple[int, int]]:
     """Each class's PR curve at its lowest threshold: (positives, all images), from TensorBoard's own reader."""
-    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
-    events.Reload()
+    events = accumulate(run_dir)
     counts = {}
     for name in CLASS_NAMES:
         tp, fp, tn, fn = tensor_util.make_ndarray(events.Tensors(f"pr_curve/{name}")[-1].tensor_proto)[:4, 0]

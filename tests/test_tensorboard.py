@@ -5,24 +5,17 @@ import json
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchmarks.common import free_port, serving
-from tests.helpers import pr_curve_counts, run_trainer
+from tests.helpers import accumulate, pr_curve_counts, run_trainer
 from trainer.data import CLASS_NAMES
 
 EPOCHS, EPOCH_LENGTH = 2, 55_000 // 128
 EVERY = EPOCH_LENGTH // 5
-
-
-def accumulate(folder: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    accumulator.Reload()
-    return accumulator
 
 
 @pytest.fixture(scope="module")

@@ -180,7 +180,7 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     if resume_from is not None:
         restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
         if ema and "ema_model" not in resume_from:  # a checkpoint of a run without the average starts it afresh
-            ema.ema_model.load_state_dict(getattr(model, "module", model).state_dict())
+            ema.ema_model.load_state_dict(ema.model.state_dict())  # ema.model: the bare network, as Ignite keeps it
         check_resumable(cfg, trainer, len(train_loader))
         logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
     logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
