@@ -97,6 +97,21 @@ def test_fused_moving_average_is_ignites(name):
         assert averaged[key].is_floating_point() != torch.equal(averaged[key], current[key]), key
 
 
+def test_a_run_without_the_average_resumes_with_it(tmp_path):
+    """A checkpoint from a run with train.ema_decay=0, resumed with the average on: the average starts from the
+    checkpoint's weights, and the run exports whichever best checkpoint it kept. Here that is the first run's,
+    without an average: its one-epoch schedule ended at learning rate 0, so epoch 2 validates no better."""
+    first = run_trainer(f"output.root={tmp_path}", "run.name=raw", "train.max_epochs=1", "train.ema_decay=0",
+                        "tensorboard.enabled=false")
+    assert first.returncode == 0, first.stderr[-3000:]
+    [last] = (tmp_path / "raw" / "checkpoints").glob("last_checkpoint_*.pt")
+    resumed = run_trainer(f"resume={last}", "train.max_epochs=2", "train.ema_decay=0.995", "tensorboard.enabled=false",
+                          config=str(tmp_path / "raw" / "config.yaml"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "raw")
+    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] == 1 and (tmp_path / "raw" / "model.pt").is_file()
+
+
 def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
     """Ctrl-C in epoch 2 of the quick config, then the printed resume command: same as the straight run.
 

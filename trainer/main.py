@@ -103,13 +103,16 @@ def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimi
 
 
 def load_best_weights(model: nn.Module, best: Checkpoint, key: str) -> int:
-    """Copy the best checkpoint's weights (its `key` entry) into `model` on every rank; return their epoch."""
+    """Copy the best checkpoint's weights (its `key` entry) into `model` on every rank; return their epoch.
+
+    A best checkpoint written before a resume that turned the moving average on has no `key` entry: its raw
+    weights were what its run tested, so they are the ones taken."""
     model = getattr(model, "module", model)  # checkpoints hold the bare network, without DDP's "module." prefix
     state = model.state_dict()
     epoch = 0
     if idist.get_rank() == 0 and best.last_checkpoint is not None:
         checkpoint = safe_torch_load(Path(best.last_checkpoint), "best checkpoint")  # a DiskSaver's: the whole path
-        state, progress = checkpoint[key], checkpoint["trainer"]
+        state, progress = checkpoint.get(key, checkpoint["model"]), checkpoint["trainer"]
         epoch = progress["iteration"] // progress["epoch_length"]
     for name, tensor in model.state_dict().items():
         tensor.copy_(idist.broadcast(state[name].to(tensor.device), src=0))
