@@ -7,14 +7,10 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -92,47 +88,6 @@ def run_python(args: Sequence[str], timeout: float) -> None:
     if result.returncode != 0:
         output = (result.stdout + result.stderr)[-3000:]
         raise RuntimeError(f"`python {' '.join(args)}` exited with {result.returncode}:\n{output}")
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def serving(
-    command: Sequence[str], url: str, log: Path, start_timeout: float = 120, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen]:
-    """A server started from the project root, once `url` answers; stopped on leaving, whatever happened.
-
-    Its output goes to the file `log`, so that a chatty server can never block on a full pipe.
-    """
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            list(command), cwd=ROOT, env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + start_timeout
-        while not answers(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nothing answered at {url} within {start_timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.5)
-        yield server
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def new_figure(width: float = 7, height: float = 4.5) -> tuple["Figure", "Axes"]:

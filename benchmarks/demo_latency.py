@@ -16,35 +16,39 @@ DIR/demo_latency.json:
   checkpoint         str
   images             int: photo-like images (balanced over the 10 classes)
   in_process         {"requests": int, "median_ms": float, "p95_ms": float}
+  in_process_explain {"requests": int, "median_ms": float, "p95_ms": float}: the /explain endpoint's work in-process
+                     (trainer.explain.explain_file, the map drawn over the tile and over the photo), on the same photos
   http               {"1" | "16": {"clients": int, "requests": int, "errors": int, "median_ms": float,
                                    "p95_ms": float, "requests_per_s": float}}  (keyed by clients)
   http_default_client {"clients": 1, "requests": int, ...}: as http["1"], with gradio_client's default settings
   server_peak_rss_mb float: VmHWM of the demo server process
-  targets_met        {"in_process_median": bool (<= 10 ms), "http_median_1_client": bool (<= 100 ms)}
+  targets_met        {"in_process_median": bool (<= 10 ms), "http_median_1_client": bool (<= 100 ms),
+                      "explain_in_process_median": bool (<= 50 ms)}
 DIR/demo_latency.png: median and p95 latency of each way of asking.
 """
 
-import subprocess
-import sys
+import functools
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from benchmarks.common import (
-    QUICK_CONFIG, ROOT, data_root, entry, free_port, machine, new_figure, parser, peak_rss_mb, report_results,
-    run_python, save_figure, serving, table, verdict,
+    QUICK_CONFIG, ROOT, data_root, entry, machine, new_figure, parser, peak_rss_mb, report_results, run_python,
+    save_figure, table, verdict,
 )
 from benchmarks.photo_like import build_benchmark
+from tests.servers import demo_server
 from trainer.errors import UserError
+from trainer.explain import explain_file
 from trainer.predict import Classifier, resolve_model_path
 
-TARGET_IN_PROCESS_MS, TARGET_HTTP_MS = 10, 100
+TARGET_IN_PROCESS_MS, TARGET_HTTP_MS, TARGET_EXPLAIN_MS = 10, 100, 50
+SEEN_SIZE = 224  # pixels: demo/app.py's enlarged tile
 CONCURRENT_CLIENTS = 16
 WARM_UP = 3  # requests before measuring: first calls pay for lazy imports and allocations
 
@@ -53,33 +57,30 @@ def latency(milliseconds: list[float]) -> dict[str, float]:
     return {"median_ms": float(np.median(milliseconds)), "p95_ms": float(np.percentile(milliseconds, 95))}
 
 
-def in_process(checkpoint: Path, images: list[Path]) -> dict[str, Any]:
+def in_process(checkpoint: Path, images: list[Path], explain: bool = False) -> dict[str, Any]:
+    """Each photo classified (or, with `explain`, explained and its map drawn twice) in this process."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as demo/app.py serves
     try:
         classifier = Classifier(checkpoint)
+        work = functools.partial(explained, classifier) if explain else classifier.classify_file
         for path in images[:WARM_UP]:
-            classifier.classify_file(path)
+            work(path)
         times = []
         for path in images:
             start = time.perf_counter()
-            classifier.classify_file(path)
+            work(path)
             times.append(1000 * (time.perf_counter() - start))
     finally:
         torch.set_num_threads(threads)
     return {"requests": len(times), **latency(times)}
 
 
-@contextmanager
-def demo_server(
-    checkpoint: Path, log: Path, port: int | None = None, env: dict[str, str] | None = None, start_timeout: float = 120
-) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python demo/app.py` on 127.0.0.1 (`port`, else a free one), once it answers; the tests start theirs with this too."""
-    port = port or free_port()
-    command = [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--host", "127.0.0.1"]
-    url = f"http://127.0.0.1:{port}/"
-    with serving(command, url, log, start_timeout, {"GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}) as server:
-        yield server, url
+def explained(classifier: Classifier, path: Path) -> None:
+    """What the demo's /explain does before saving its two pictures."""
+    explanation = explain_file(classifier, path)
+    explanation.on_tile(SEEN_SIZE)  # as demo/app.py draws it
+    explanation.on_photo()
 
 
 def over_http(
@@ -137,7 +138,7 @@ def http_modes(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     fig, ax = new_figure(7, 3.8)
-    modes = [("in-process", report["in_process"]), *http_modes(report)]
+    modes = [("in-process", report["in_process"]), ("in-process explanation", report["in_process_explain"]), *http_modes(report)]
     y = np.arange(len(modes))
     ax.barh(y - 0.2, [m["median_ms"] for _, m in modes], height=0.4, label="median", color="#4c72b0")
     ax.barh(y + 0.2, [m["p95_ms"] for _, m in modes], height=0.4, label="95th percentile", color="#dd8452")
@@ -154,9 +155,12 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """The rows with targets, for the console and for benchmarks.all's summary."""
     local, met = report["in_process"], report["targets_met"]
     one, many = report["http"]["1"], report["http"][str(CONCURRENT_CLIENTS)]
+    why = report["in_process_explain"]
     return [
         ["demo latency in-process, per photo", f"median {local['median_ms']:.1f} ms, p95 {local['p95_ms']:.1f} ms",
          f"median <= {TARGET_IN_PROCESS_MS} ms", verdict(met["in_process_median"])],
+        ["demo explanation in-process, per photo", f"median {why['median_ms']:.1f} ms, p95 {why['p95_ms']:.1f} ms",
+         f"median <= {TARGET_EXPLAIN_MS} ms", verdict(met["explain_in_process_median"])],
         ["demo latency over HTTP, 1 client", f"median {one['median_ms']:.0f} ms, p95 {one['p95_ms']:.0f} ms "
          f"(gradio_client defaults: median {report['http_default_client']['median_ms']:.0f} ms)",
          f"median <= {TARGET_HTTP_MS} ms", verdict(met["http_median_1_client"])],
@@ -177,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = find_checkpoint(args.checkpoint, args.quick, tmp)
         images = [path for path, _ in build_benchmark(data_root(), tmp / "photos", n, seed=0)]
         local = in_process(checkpoint, images)
+        local_explain = in_process(checkpoint, images, explain=True)
         with demo_server(checkpoint, tmp / "demo.log") as (server, url):
             http = {str(c): over_http(url, images, c, len(images) if c == 1 else per_client, tmp / "downloads")
                     for c in (1, CONCURRENT_CLIENTS)}
@@ -188,18 +193,22 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(checkpoint),
         "images": len(images),
         "in_process": local,
+        "in_process_explain": local_explain,
         "http": http,
         "http_default_client": default_client,
         "server_peak_rss_mb": server_rss,
         "targets_met": {
             "in_process_median": local["median_ms"] <= TARGET_IN_PROCESS_MS,
+            "explain_in_process_median": local_explain["median_ms"] <= TARGET_EXPLAIN_MS,
             "http_median_1_client": http["1"]["median_ms"] <= TARGET_HTTP_MS,
         },
     }
     plot(report, args.out / "demo_latency.png")
     details = table(
         ["asked", "requests", "errors", "median ms", "p95 ms", "photos/s"],
-        [["in-process", local["requests"], 0, f"{local['median_ms']:.1f}", f"{local['p95_ms']:.1f}", "-"]]
+        [["in-process", local["requests"], 0, f"{local['median_ms']:.1f}", f"{local['p95_ms']:.1f}", "-"],
+         ["in-process explanation", local_explain["requests"], 0, f"{local_explain['median_ms']:.1f}",
+          f"{local_explain['p95_ms']:.1f}", "-"]]
         + [[name, h["requests"], h["errors"], f"{h['median_ms']:.1f}", f"{h['p95_ms']:.1f}", f"{h['requests_per_s']:.1f}"]
            for name, h in http_modes(report)],
     )

@@ -1,6 +1,7 @@
 """Take the README's screenshots: each TensorBoard tab and the demo, from a real run, in headless Chromium.
 
-    python docs/screenshots.py runs/<run>      # writes docs/tensorboard_<tab>.png and docs/demo.png
+    python -m docs.screenshots runs/<run>      # from the project root: docs/tensorboard_<tab>.png, docs/demo.png
+    python -m docs.screenshots runs/<run> --tabs explanations --no-demo --photo PHOTO   # docs/demo_explained.png too
 """
 
 import argparse
@@ -10,8 +11,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from benchmarks.common import free_port, serving
-from benchmarks.demo_latency import demo_server
+from tests.servers import demo_server, free_port, serving
 
 DOCS = Path(__file__).resolve().parent
 # No --disable-gpu: the Projector tab needs WebGL, which SwiftShader renders in software.
@@ -19,7 +19,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
 ]
-TABS = ["scalars", "images", "graphs", "projector", "pr_curves", "hparams", "text"]
+TABS = ["scalars", "images", "graphs", "projector", "pr_curves", "hparams", "text", "explanations"]
+PAGES = {"explanations": "tagFilter=mistakes_explained#images"}  # a screenshot of part of a tab: what to open
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--tabs", nargs="*", default=TABS, help="TensorBoard tabs to capture (default: all)")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo screenshot")
+    parser.add_argument("--photo", type=Path, help="a photo to explain in docs/demo_explained.png (not copied anywhere)")
     args = parser.parse_args()
     tb_port, demo_port = free_port(), free_port()
     logs = Path(tempfile.mkdtemp(prefix="screenshots-"))
@@ -40,7 +42,7 @@ def main() -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         for tab in args.tabs:
-            page.goto(f"http://127.0.0.1:{tb_port}/?runFilter={run_dir.name}#{tab}")
+            page.goto(f"http://127.0.0.1:{tb_port}/?runFilter={run_dir.name}&{PAGES.get(tab, '#' + tab)}")
             page.wait_for_timeout(6000 if tab in ("projector", "graphs") else 3500)
             page.screenshot(path=str(DOCS / f"tensorboard_{tab}.png"))
         if not args.no_demo:
@@ -50,6 +52,13 @@ def main() -> None:
             page.locator("#photo input[type=file]").set_input_files(str(example))
             page.wait_for_timeout(3000)
             page.screenshot(path=str(DOCS / "demo.png"), full_page=True)
+        if args.photo:
+            page.goto(f"http://127.0.0.1:{demo_port}")
+            page.wait_for_timeout(2000)
+            page.locator("#photo input[type=file]").set_input_files(str(args.photo))
+            page.locator("#explained-photo img").wait_for(timeout=60_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(DOCS / "demo_explained.png"), full_page=True)
         browser.close()
 
 

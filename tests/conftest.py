@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import demo_latency
-from benchmarks.common import free_port
+from tests import servers
 from tests.helpers import DATA_ROOT, run_trainer
 
 
@@ -22,9 +21,9 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_root) -> Path:
-    """One real two-epoch run of the quick config, with every TensorBoard view on."""
+    """One real two-epoch run of the quick config, with every TensorBoard view on, measured on the real photos."""
     out = tmp_path_factory.mktemp("runs")
-    result = run_trainer(f"output.root={out}", "run.name=quick")
+    result = run_trainer(f"output.root={out}", "run.name=quick", "data.measure_photos=true")
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = out / "quick"
     assert (run_dir / "metrics.json").is_file(), result.stderr[-3000:]
@@ -50,10 +49,10 @@ class DemoServer:
 @contextmanager
 def running_demo(checkpoint: Path, temp_dir: Path) -> Iterator[DemoServer]:
     """`python demo/app.py --checkpoint CHECKPOINT --port FREE` as a user starts it, stopped on exit whatever happened."""
-    port = free_port()
+    port = servers.free_port()
     temp_dir.mkdir(parents=True, exist_ok=True)
     log = temp_dir.parent / f"demo-{port}.log"
-    with demo_latency.demo_server(checkpoint, log, port, {"GRADIO_TEMP_DIR": str(temp_dir)}, start_timeout=90) as (process, url):
+    with servers.demo_server(checkpoint, log, port, {"GRADIO_TEMP_DIR": str(temp_dir)}, start_timeout=90) as (process, url):
         yield DemoServer(url.rstrip("/"), port, process, log, temp_dir)
 
 

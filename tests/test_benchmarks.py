@@ -104,14 +104,41 @@ def test_demo_latency(tmp_path, trained_run):
     check_fields(report, {
         "machine": MACHINE, "quick": bool, "checkpoint": str, "images": int,
         "in_process": {"requests": int, "median_ms": NUMBER, "p95_ms": NUMBER},
+        "in_process_explain": {"requests": int, "median_ms": NUMBER, "p95_ms": NUMBER},
         "http": {"1": http, "16": http}, "http_default_client": http,
         "server_peak_rss_mb": NUMBER,
-        "targets_met": {"in_process_median": bool, "http_median_1_client": bool},
+        "targets_met": {"in_process_median": bool, "http_median_1_client": bool, "explain_in_process_median": bool},
     })
     assert report["checkpoint"] == str(trained_run / "model.pt")
     assert report["http"]["1"]["errors"] == 0 and report["http"]["16"]["clients"] == 16
     assert report["http_default_client"]["errors"] == 0 and report["http_default_client"]["clients"] == 1
     check_plots(tmp_path, "demo_latency.png")
+
+
+def test_real_photos(tmp_path, trained_run, data_root):
+    report = run_benchmark("real_photos", tmp_path, "--checkpoint", str(trained_run / "model.pt"))
+    per_class = {"n": int, "top1": NUMBER, "top3": NUMBER, "sure_share": NUMBER, "answers": dict}
+    groups = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sandal|Sneaker|Ankle boot"]
+    check_fields(report, {
+        "machine": MACHINE, "quick": bool, "checkpoint": str, "photos": str, "n": int,
+        "per_class": {group: per_class for group in groups},
+        "macro_top1": NUMBER, "macro_top3": NUMBER, "refused": dict, "cut_out_share": NUMBER,
+        "confidence": {"mean": NUMBER, "mean_when_right": OPTIONAL_NUMBER, "mean_when_wrong": OPTIONAL_NUMBER, "ece": NUMBER},
+        "sure": {"share": NUMBER, "accuracy": OPTIONAL_NUMBER},
+        "confusion": {group: dict for group in groups},
+        "latency_ms": {"median": NUMBER, "p95": NUMBER},
+        "targets_met": {key: bool for key in ("macro_top1", "macro_top3", "refused", "ece", "sure_share", "sure_accuracy")},
+    })
+    assert report["n"] == 8 * len(groups) and all(c["n"] == 8 for c in report["per_class"].values())
+    assert all(sum(report["confusion"][g].values()) == 8 for g in groups)
+    assert report["macro_top1"] <= report["macro_top3"]
+    check_plots(tmp_path, "real_photos_contact_sheet.png")
+
+
+def test_real_photos_without_a_manifest_is_one_clear_error(tmp_path, trained_run):
+    result = subprocess.run([sys.executable, "-m", "benchmarks.real_photos", "--out", str(tmp_path), "--photos", str(tmp_path),
+                             "--checkpoint", str(trained_run / "model.pt")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: no MANIFEST.tsv in"), result.stderr
 
 
 def test_train_speed_refuses_too_few_epochs(tmp_path):

@@ -88,6 +88,7 @@ def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
 
 
 def test_command_refuses_to_mix_two_runs_in_one_directory(tmp_path):
-    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "checkpoints").mkdir(parents=True)
     (tmp_path / "taken" / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "taken" / "checkpoints" / "last_checkpoint_1.pt").write_bytes(b"")
     assert_refused(run_trainer(f"output.root={tmp_path}", "run.name=taken"), "already holds a run")

@@ -15,6 +15,7 @@ from PIL import Image
 from tests.helpers import ROOT
 from tests.bad_images import BAD_INPUTS, write_bad_inputs
 from trainer.data import CLASS_NAMES, raw_folder
+from trainer.predict import Classifier
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -34,14 +35,21 @@ def test_images(tmp_path_factory, data_root) -> list[tuple[Path, int]]:
     return out
 
 
-def test_predict_endpoint_classifies_test_images(demo_url, test_images):
+def test_predict_endpoint_classifies_test_images(demo_url, trained_run, test_images):
+    """The server answers exactly as the in-process Classifier does on the same files; the accuracy bound is loose,
+    far below the quick model's (about 85%), since that varies from one processor to another."""
     client = Client(demo_url, verbose=False, ssl_verify=False)  # as the README shows
+    classifier = Classifier(trained_run / "model.pt")
     correct = 0
     for path, label in test_images:
         top, seen = client.predict(handle_file(str(path)), api_name="/predict")
-        assert len(top["confidences"]) == 3 and Path(seen).is_file()
-        correct += top["label"] == CLASS_NAMES[label]
-    assert correct >= 85, f"{correct}/100 correct"
+        served = [(c["label"], c["confidence"]) for c in top["confidences"]]
+        expected = classifier.classify_file(path).top(3)
+        assert [name for name, _ in served] == [name for name, _ in expected], (path, served, expected)
+        assert [p for _, p in served] == pytest.approx([p for _, p in expected], abs=1e-4), (path, served, expected)
+        assert Path(seen).is_file()
+        correct += served[0][0] == CLASS_NAMES[label]
+    assert correct >= 60, f"{correct}/100 correct"
 
 
 def test_bad_inputs_get_a_message_and_the_server_keeps_serving(demo_url, tmp_path, test_images):
@@ -61,10 +69,27 @@ def test_bad_inputs_get_a_message_and_the_server_keeps_serving(demo_url, tmp_pat
     assert top["label"] in CLASS_NAMES
 
 
-def test_real_browser_upload_shows_the_prediction(demo_url, test_images, tmp_path):
+def require_chromium(path: str = CHROMIUM) -> None:
+    """Skip where Debian's Chromium is missing, except in CI (CI=true), whose `.ci/run` installs it: there it must run."""
+    if Path(path).exists():
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true, yet there is no Chromium at {path}: apt-get install -y chromium")
+    pytest.skip(f"no Chromium at {path} (apt-get install -y chromium); CI installs it and runs this test")
+
+
+@pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+def test_missing_chromium_skips_the_browser_test_except_in_ci(monkeypatch, tmp_path, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="apt-get install -y chromium"):
+        require_chromium(str(tmp_path / "chromium"))
+
+
+def test_real_browser_upload_shows_the_prediction(demo_url, trained_run, test_images, tmp_path):
+    demo_checkpoint = trained_run / "model.pt"
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), "Chromium is needed: apt-get install -y chromium"
+    require_chromium()
     path, label = test_images[0]
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -77,12 +102,76 @@ def test_real_browser_upload_shows_the_prediction(demo_url, test_images, tmp_pat
         page.locator("#photo input[type=file]").set_input_files(str(path))
         prediction = page.locator("#prediction")
         prediction.get_by_text(CLASS_NAMES[label]).first.wait_for(timeout=30_000)
+        expected = Classifier(demo_checkpoint).classify_file(path)
+        in_words = f"{expected.top(1)[0][0]}, {expected.top(1)[0][1]:.0%} sure." if expected.sure else "Not sure."
+        page.locator("#verdict").get_by_text(in_words).wait_for(timeout=30_000)  # the answer in words, below the bars
         page.wait_for_timeout(500)
         page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOTS"):
         shutil.copy(tmp_path / "demo.png", ROOT / "docs" / "demo.png")
+
+
+@pytest.fixture(scope="module")
+def garment_photo(tmp_path_factory) -> Path:
+    """A dark garment off-centre on a light 400x300 picture, as a lossless PNG (so what changed can be told)."""
+    pixels = np.full((300, 400, 3), 225, dtype=np.uint8)
+    pixels[60:240, 220:330] = (40, 50, 70)
+    path = tmp_path_factory.mktemp("photo") / "garment.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_explain_endpoint_draws_the_evidence_for_the_top_class_or_any_other(demo_url, garment_photo):
+    client = Client(demo_url, verbose=False, ssl_verify=False)
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert (len(endpoints["/predict"]["parameters"]), len(endpoints["/predict"]["returns"])) == (1, 2), "as before"
+    assert [p["parameter_name"] for p in endpoints["/explain"]["parameters"]] == ["photo", "class_name"]
+    top, _ = client.predict(handle_file(str(garment_photo)), api_name="/predict")
+    on_tile, on_photo, explained = client.predict(handle_file(str(garment_photo)), None, api_name="/explain")
+    assert explained == top["label"], "no class named: the top one"
+    assert Image.open(on_tile).size == (224, 224)
+    original = np.asarray(Image.open(garment_photo).convert("RGB")).astype(int)
+    changed = np.abs(np.asarray(Image.open(on_photo).convert("RGB")).astype(int) - original).sum(2) > 0
+    assert changed[60:240, 220:330].mean() > 0.5, "the map lies over the garment"
+    assert not changed[:, :150].any() and not changed[:, 400 - 30 :].any(), "and nowhere beside the part the tile shows"
+    other = next(name for name in CLASS_NAMES if name != top["label"])
+    other_tile, _, explained = client.predict(handle_file(str(garment_photo)), other, api_name="/explain")
+    assert explained == other and Path(other_tile).read_bytes() != Path(on_tile).read_bytes()
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict(handle_file(str(garment_photo)), "Hat", api_name="/explain")
+    with pytest.raises(AppError, match="No image"):
+        client.predict(None, None, api_name="/explain")
+
+
+def test_real_browser_shows_why_and_why_not(demo_url, garment_photo, tmp_path):
+    """Uploading shows the top class's evidence once the prediction is in; picking a class shows that one's."""
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(demo_url)
+        page.locator("#photo input[type=file]").set_input_files(str(garment_photo))
+        on_tile = page.locator("#explained-tile img")
+        on_tile.wait_for(timeout=60_000)
+        page.locator("#explained-photo img").wait_for(timeout=30_000)
+        top = page.locator("#explain-class input").input_value()
+        assert top in CLASS_NAMES and top in page.locator("#prediction").inner_text()
+        first = on_tile.get_attribute("src")
+        other = next(name for name in CLASS_NAMES if name != top)
+        page.locator("#explain-class input").click()
+        page.get_by_role("option", name=other, exact=True).click()
+        page.wait_for_function(
+            "([selector, before]) => document.querySelector(selector)?.getAttribute('src') !== before",
+            arg=["#explained-tile img", first], timeout=30_000,
+        )
+        assert page.locator("#explain-class input").input_value() == other
+        page.screenshot(path=str(tmp_path / "explained.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "explained.png").stat().st_size > 10_000
 
 
 def test_no_model_gives_one_clear_message(tmp_path):

@@ -30,7 +30,7 @@ from tests.bad_images import (
 )
 from trainer.errors import UserError
 from trainer.predict import DECODE_SIDE
-from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess, to_fashion_mnist
+from trainer.preprocess import ImageError, cut_out, naive_preprocess, open_image, preprocess, to_fashion_mnist
 
 torch.set_num_threads(1)
 MEAN, STD = 0.2860, 0.3530
@@ -164,6 +164,49 @@ def test_grey_garment_on_brown_floor():
     expected = expected_tile(box)
     assert iou(out > 60, expected) > 0.75
     assert out[expected].mean() > 150, "the garment must be light"
+
+
+def test_the_box_is_where_the_garment_is_in_the_photo():
+    """`Cutout.box` maps the tile back onto the photo: the square around the garment drawn in `box`."""
+    img = Image.new("RGB", (640, 480), (235, 232, 226))
+    box = (200, 100, 380, 400)  # 180 wide, 300 tall: the square is 300 on a side, centred on the garment
+    img.paste((40, 45, 60), mask=garment_mask(img.size, box))
+    cut = cut_out(img)
+    assert cut.segmented and cut.photo
+    expected = (290 - 150, 100, 290 + 150, 400)
+    assert np.allclose(cut.box, expected, atol=6), (cut.box, expected)
+
+
+def loud_pattern(w: int, h: int) -> np.ndarray:
+    """Zebra stripes in two colours, as on the duvets many of the real photos were taken on."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    stripes = (np.sin((xs + 0.6 * ys) / 6.0) > 0)[..., None]
+    return np.where(stripes, np.array([240, 220, 200]), np.array([30, 60, 120])).astype(np.uint8)
+
+
+def test_a_garment_on_a_loud_pattern_is_classified_not_refused():
+    """Stripes all round the border leave no background model: the middle of the picture is taken instead."""
+    img = Image.fromarray(loud_pattern(400, 500))
+    box = (90, 110, 310, 400)
+    img.paste((200, 40, 40), mask=garment_mask(img.size, box))  # a red T-shirt
+    cut = cut_out(img.filter(ImageFilter.GaussianBlur(0.7)))
+    assert not cut.segmented
+    assert iou(cut.tile > 60, expected_tile(box)) > 0.6, "the fallback must still find the garment"
+
+
+def test_a_garment_filling_the_frame_is_classified_not_refused():
+    img = Image.new("RGB", (300, 400), (70, 90, 60))
+    img.paste((200, 200, 190), mask=garment_mask(img.size, (-40, -30, 340, 430)))  # touches every edge
+    cut = cut_out(img)
+    assert cut.tile.max() >= 250 and (cut.tile > 60).mean() > 0.2
+
+
+@pytest.mark.parametrize("colour", [(240, 235, 230), (128, 128, 128), (30, 90, 200)])
+def test_a_blank_picture_is_still_refused(colour):
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.array(colour) + rng.normal(0, 1.5, (200, 300, 3)), 0, 255).astype(np.uint8)  # sensor noise
+    with pytest.raises(ImageError, match="(?i)no garment"):
+        cut_out(Image.fromarray(noisy))
 
 
 def test_preprocess_and_naive_shapes_and_normalisation():

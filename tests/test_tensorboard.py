@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from benchmarks.common import free_port, serving
 from tests.helpers import accumulate, pr_curve_counts, run_trainer
+from tests.servers import free_port, serving
 from trainer.data import CLASS_NAMES
 
 EPOCHS, EPOCH_LENGTH = 2, 55_000 // 128
@@ -32,6 +32,12 @@ def test_per_epoch_scalars_and_learning_rate(events):
     assert {"hparams/val_accuracy", "hparams/test_accuracy"} <= set(tags)
 
 
+def test_calibration_and_real_photos_are_logged(events):
+    tags = set(events.Tags()["scalars"])
+    assert {"calibration/test_ece", "calibration/temperature", "real_photos/macro_top1", "real_photos/ece"} <= tags
+    assert events.Scalars("calibration/test_ece")[0].value <= 0.03
+
+
 def test_train_and_validation_loss_share_one_chart(trained_run):
     """`add_scalars("loss", ...)`: two sub-runs with the same tag and the same steps, so one chart shows both."""
     steps = {}
@@ -46,7 +52,8 @@ def test_train_and_validation_loss_share_one_chart(trained_run):
 
 def test_images_and_figures(events):
     images = events.Tags()["images"]
-    expected = {"train/images", "train/images_labelled", "test/confusion_matrix", "test/predictions_vs_actuals", "test/most_confident_mistakes"}
+    expected = {"train/images", "train/images_labelled", "test/confusion_matrix", "test/predictions_vs_actuals",
+                "test/most_confident_mistakes", "test/mistakes_explained"}
     assert expected <= set(images)
     for tag in expected:
         image = events.Images(tag)[-1]
@@ -138,6 +145,7 @@ def test_each_view_switches_off(tmp_path):
     result = run_trainer(
         f"output.root={tmp_path}", "run.name=lean", "train.max_epochs=1",
         "tensorboard.graph=false", "tensorboard.embeddings=false", "tensorboard.eval_views=false", "tensorboard.images=false",
+        "tensorboard.explanations=false",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / "lean"

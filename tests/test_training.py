@@ -30,6 +30,22 @@ def test_short_real_run_reaches_80_percent(trained_run):
         assert metrics[key] > 0
 
 
+def test_confidence_is_calibrated_and_measured_on_real_photos(trained_run, data_root):
+    """A temperature fitted on the validation split keeps the test set's calibration error small; the photos'
+    temperature is larger (they are further from the training data); the run measured itself on the real photos."""
+    metrics = read_metrics(trained_run)
+    calibration = metrics["calibration"]
+    assert calibration["test_ece"] <= 0.03 and 0.5 < calibration["temperature"] < 2.0
+    payload = torch.load(trained_run / "model.pt", weights_only=True, map_location="cpu")
+    assert payload["temperature"] == calibration["temperature"]
+    assert payload["photo_temperature"] > payload["temperature"]
+    photos = metrics["real_photos"]
+    assert photos["n"] == len((data_root / "realphotos" / "MANIFEST.tsv").read_text().splitlines()) - 1
+    assert sum(photos["refused"].values()) <= 5, photos["refused"]
+    assert 0.3 < photos["macro_top1"] <= photos["macro_top3"] <= 1, "two quick epochs are far better than chance (0.1)"
+    assert 0 <= photos["confidence"]["ece"] < 0.3 and 0 <= photos["sure"]["share"] <= 1
+
+
 def test_run_directory_layout(trained_run):
     cfg = OmegaConf.load(trained_run / "config.yaml")
     assert cfg.run.name == "quick" and cfg.train.max_epochs == 2
@@ -98,18 +114,18 @@ def test_fused_moving_average_is_ignites(name):
 
 
 def test_a_run_without_the_average_resumes_with_it(tmp_path):
-    """A checkpoint from a run with train.ema_decay=0, resumed with the average on: the average starts from the
-    checkpoint's weights, and the run exports whichever best checkpoint it kept. Here that is the first run's,
-    without an average: its one-epoch schedule ended at learning rate 0, so epoch 2 validates no better."""
+    """A checkpoint from a run with train.ema_decay=0, resumed with the average on: the run exports the best
+    checkpoint it kept, here the first run's, which holds no average, so its raw weights (what that run tested)."""
     first = run_trainer(f"output.root={tmp_path}", "run.name=raw", "train.max_epochs=1", "train.ema_decay=0",
                         "tensorboard.enabled=false")
     assert first.returncode == 0, first.stderr[-3000:]
     [last] = (tmp_path / "raw" / "checkpoints").glob("last_checkpoint_*.pt")
-    resumed = run_trainer(f"resume={last}", "train.max_epochs=2", "train.ema_decay=0.995", "tensorboard.enabled=false",
+    (tmp_path / "raw" / "model.pt").unlink()
+    resumed = run_trainer(f"resume={last}", "train.ema_decay=0.995", "tensorboard.enabled=false",
                           config=str(tmp_path / "raw" / "config.yaml"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = read_metrics(tmp_path / "raw")
-    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] == 1 and (tmp_path / "raw" / "model.pt").is_file()
+    assert metrics["epochs_run"] == 1 and metrics["best_epoch"] == 1 and (tmp_path / "raw" / "model.pt").is_file()
 
 
 def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):

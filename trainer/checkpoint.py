@@ -1,13 +1,15 @@
 """Ignite checkpoints of the whole training state: the last one (to resume) and the best by validation accuracy."""
 
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
+import ignite.distributed as idist
 from ignite.engine import Engine
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 
 from trainer.errors import UserError
-from trainer.safe_io import safe_torch_load
+from trainer.safe_io import atomic_replace, safe_torch_load
 
 REQUIRED_KEYS = ("model", "optimizer", "lr_scheduler", "trainer")
 
@@ -78,3 +80,30 @@ def run_dir_of(checkpoint_path: str | Path) -> Path | None:
     """The run directory a checkpoint was written into (`<run>/checkpoints/<file>`), if it sits in one."""
     parent = Path(checkpoint_path).resolve().parent
     return parent.parent if parent.name == "checkpoints" else None
+
+
+def continues_in(checkpoint_path: str | Path | None, run_dir: Path) -> bool:
+    """Whether resuming `checkpoint_path` continues the run of `run_dir`, rather than starting a new one from it."""
+    return checkpoint_path is not None and run_dir_of(checkpoint_path) == Path(run_dir).resolve()
+
+
+def adopt_resumed_files(resumed: str | Path, folder: Path, best: Checkpoint, last: Checkpoint, iteration: int) -> None:
+    """Make the restored checkpoint state name files of this run's `folder` only, since Ignite replaces them by name.
+
+    The best checkpoint that `best`'s restored state names is copied in from beside `resumed` when the run
+    continues under a new name, so the first run's files are never touched. Resumed in place, the last
+    checkpoint becomes `last`'s to replace, so the run keeps one last checkpoint however often it resumes.
+    """
+    resumed, folder = Path(resumed).resolve(), Path(folder).resolve()
+    for _, filename in best.state_dict()["_saved"]:
+        source, target = resumed.parent / filename, folder / filename
+        if idist.get_rank() != 0 or target.is_file():  # rank 0 alone writes checkpoints
+            continue
+        if not source.is_file():
+            raise CheckpointError(
+                f"checkpoint {resumed} names its run's best checkpoint {filename}, which is missing from {resumed.parent}: "
+                "put that file back beside it, or start a new run"
+            )
+        atomic_replace(target, lambda tmp: shutil.copyfile(source, tmp))
+    if resumed.parent == folder and resumed.name == f"last_checkpoint_{iteration}.pt":
+        last.load_state_dict({"_saved": [(iteration, resumed.name)]})

@@ -27,12 +27,31 @@ class DataConfig:
     root: str = field(default_factory=lambda: os.environ.get("FASHION_MNIST_ROOT", "data"))
     download: bool = True
     val_size: int = 5000
+    photos: Optional[str] = None  # real photos measured at the end of a run; null: <root>/realphotos when it is there
+    measure_photos: bool = True
 
 
 @dataclass
 class ModelConfig:
     name: str = "lenet5"
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AugmentConfig:
+    """Per-image photo-robust augmentations (trainer/augment.py); `p` is the share of images transformed."""
+
+    p: float = 0.0
+    rotate: float = 0.0
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    aspect: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    shear: float = 0.0
+    translate: float = 0.0
+    gamma: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    contrast: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    texture: float = 0.0
+    blur: float = 0.0
+    footwear_from_above: float = 0.0  # share of shoes turned upright, alone or as a pair, as photos show them
 
 
 @dataclass
@@ -51,6 +70,12 @@ class TrainConfig:
     max_shift: int = 0
     early_stopping_patience: int = 0
     amp: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class CalibrationConfig:
+    photo_factor: float = 1.75  # photos' temperature = the validation-fitted one x this (chosen on real photos)
 
 
 @dataclass
@@ -70,6 +95,7 @@ class TensorBoardConfig:
     hparams: bool = True
     config_text: bool = True
     histograms: bool = False
+    explanations: bool = True
 
 
 @dataclass
@@ -96,6 +122,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     log: LogConfig = field(default_factory=LogConfig)
     tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -106,12 +133,7 @@ class Config:
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) -> DictConfig:
     """Schema <- YAML file <- `key.sub=value` overrides, checked for unknown keys, types and ranges."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        from_file = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid YAML ({type(exc).__name__})") from None
+    from_file = read_yaml(path, "config file")
     if from_file is None:
         from_file = {}
     if not isinstance(from_file, dict):
@@ -127,6 +149,16 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
         raise ConfigError(_describe(exc, path)) from None
     check_ranges(cfg)
     return cfg
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML in `path`, or a ConfigError that names the file as `what` and says what is wrong with it."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML ({type(exc).__name__})") from None
 
 
 def _describe(exc: OmegaConfBaseException, path: Path) -> str:
@@ -159,6 +191,9 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"train.optimizer must be sgd or adamw (got {cfg.train.optimizer!r})")
     if not 0 <= cfg.train.max_shift <= 8:
         problems.append(f"train.max_shift must be between 0 and 8 pixels (got {cfg.train.max_shift})")
+    problems += augment_problems(cfg.train.augment)
+    if not 0.1 <= cfg.calibration.photo_factor <= 10:
+        problems.append(f"calibration.photo_factor must be between 0.1 and 10 (got {cfg.calibration.photo_factor})")
     if cfg.train.early_stopping_patience < 0:
         problems.append("train.early_stopping_patience must not be negative (0 turns it off)")
     if cfg.log.every is not None and cfg.log.every < 1:
@@ -175,6 +210,21 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"run.name must be a plain folder name (got {cfg.run.name!r})")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def augment_problems(a: DictConfig) -> list[str]:
+    problems = []
+    if not 0 <= a.p <= 1:
+        problems.append(f"train.augment.p must be between 0 and 1 (got {a.p})")
+    for key in ("scale", "aspect", "gamma", "contrast"):
+        value = list(a[key])
+        if len(value) != 2 or not 0 < value[0] <= value[1]:
+            problems.append(f"train.augment.{key} must be [low, high] with 0 < low <= high (got {value})")
+    if not 0 <= a.rotate <= 180 or not 0 <= a.shear <= 1 or not 0 <= a.translate <= 1:
+        problems.append("train.augment.rotate must be 0-180 degrees, train.augment.shear and train.augment.translate 0-1")
+    if not 0 <= a.texture <= 1 or not 0 <= a.blur <= 1 or not 0 <= a.footwear_from_above <= 1:
+        problems.append("train.augment.texture, train.augment.blur and train.augment.footwear_from_above must be between 0 and 1")
+    return problems
 
 
 def to_yaml(cfg: DictConfig) -> str:

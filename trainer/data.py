@@ -10,7 +10,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torchvision.datasets import FashionMNIST
@@ -18,6 +18,7 @@ from torchvision.datasets import FashionMNIST
 from trainer.errors import UserError
 
 CLASS_NAMES = list(FashionMNIST.classes)
+FOOTWEAR = tuple(CLASS_NAMES.index(name) for name in ("Sandal", "Sneaker", "Ankle boot"))
 MEAN, STD = 0.2860, 0.3530
 
 # name -> (magic, number of dimensions, SHA-256 of the official file). Other sizes are allowed (tests write
@@ -149,8 +150,9 @@ class InMemoryLoader:
         drop_last: bool = False,
         hflip: bool = False,
         max_shift: int = 0,
+        augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
-        self.images, self.labels, self.hflip, self.max_shift = images, labels, hflip, max_shift
+        self.images, self.labels, self.hflip, self.max_shift, self.augment = images, labels, hflip, max_shift, augment
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch, self.start_batch = 1, 0
@@ -191,7 +193,11 @@ class InMemoryLoader:
                 images = torch.where(flips[rows].view(-1, 1, 1, 1), images.flip(3), images)
             if shifts is not None:
                 images = shift_batch(images, self.max_shift, *shifts[b].tolist())
-            yield images, self.labels[idx[rows]]
+            labels = self.labels[idx[rows]]
+            if self.augment is not None:  # its own generator per batch: the same draws after a resume in mid-epoch
+                seed = ((self.seed * 100_003 + self.epoch) * 1_009 + b) * 64 + self.rank
+                images = self.augment(images, labels, torch.Generator().manual_seed(seed))
+            yield images, labels
         self.start_batch = 0
 
 

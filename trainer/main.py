@@ -6,6 +6,7 @@ Reads top to bottom: config -> data -> model -> engines -> handlers -> run direc
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,14 +24,20 @@ from ignite.utils import manual_seed, setup_logger
 from omegaconf import DictConfig
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
-from trainer.checkpoint import CheckpointError, create_checkpoints, read_checkpoint, restore, run_dir_of
+from trainer.augment import PhotoAugment
+from trainer.calibration import calibrate
+from trainer.checkpoint import (
+    CheckpointError, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
+)
 from trainer.config import DEFAULT_CONFIG, FASHION_MNIST_TRAIN_SIZE, load_config, to_yaml
-from trainer.data import CLASS_NAMES, MEAN, STD, InMemoryLoader, Splits, denormalise, load_splits
+from trainer.data import CLASS_NAMES, FOOTWEAR, MEAN, STD, InMemoryLoader, Splits, denormalise, load_splits
 from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.errors import UserError
 from trainer.export import save_model_file
 from trainer.handlers.interrupt import GracefulStop
 from trainer.model import build_model
+from trainer.photos import MANIFEST, classify_all, default_folder, read_manifest, summarise
+from trainer.predict import Classifier
 from trainer.safe_io import atomic_write_json, safe_torch_load
 
 EVAL_BATCH_SIZE = 1024
@@ -50,6 +57,7 @@ def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoade
     train = InMemoryLoader(
         *splits.train, per_process, shuffle=True, seed=cfg.seed, rank=rank, world_size=world, drop_last=True,
         hflip=cfg.train.hflip, max_shift=cfg.train.max_shift,
+        augment=PhotoAugment(cfg.train.augment, MEAN, STD, FOOTWEAR) if PhotoAugment.wanted(cfg.train.augment) else None,
     )
     val = InMemoryLoader(*splits.val, EVAL_BATCH_SIZE, rank=rank, world_size=world)
     test = InMemoryLoader(*splits.test, EVAL_BATCH_SIZE, rank=rank, world_size=world)
@@ -80,12 +88,31 @@ def name_run(cfg: DictConfig) -> None:
         cfg.run.name = f"{stamp}-{suffix}"
 
 
+def holds_run(run_dir: Path) -> bool:
+    """A directory holds a run once it has a checkpoint or a model; before that there is nothing to resume."""
+    return any((run_dir / "checkpoints").glob("*.pt")) or (run_dir / "model.pt").exists()
+
+
+def clear_unfinished_start(run_dir: Path) -> None:
+    """Remove the TensorBoard files of a start stopped before its first checkpoint, so they do not show twice."""
+    for stale in run_dir.glob("events.out.tfevents.*"):
+        stale.unlink()
+    (run_dir / "projector_config.pbtxt").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "projector", ignore_errors=True)
+
+
 def prepare_run_dir(cfg: DictConfig) -> Path:
-    """Create the run directory and its config.yaml up front, so an unwritable place fails before training."""
+    """Create the run directory and its config.yaml up front, so an unwritable place fails before training.
+
+    A directory holding another run is refused; one whose run stopped before its first checkpoint starts afresh."""
     run_dir = Path(cfg.output.root) / cfg.run.name
-    if not cfg.resume and (run_dir / "config.yaml").exists():
-        raise UserError(f"run directory {run_dir} already holds a run: choose another run.name, or resume it with resume=CHECKPOINT")
+    continued = continues_in(cfg.resume, run_dir)
+    if holds_run(run_dir) and not continued:
+        hint = f"choose a new run.name to continue {cfg.resume} in" if cfg.resume else "choose another run.name, or resume it with resume=CHECKPOINT"
+        raise UserError(f"run directory {run_dir} already holds a run: {hint}")
     try:
+        if not continued:
+            clear_unfinished_start(run_dir)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     except OSError as exc:
@@ -131,13 +158,17 @@ def export_examples(run_dir: Path, splits: Splits) -> None:
         save_image(denormalise(images[first]), folder / f"{index}_{name.replace('/', '-')}.png")
 
 
-def training(local_rank: int, cfg: DictConfig) -> int:
-    """One process's whole run; returns the exit code. Rank 0 alone writes files and logs progress."""
+def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine], None] | None = None) -> int:
+    """One process's whole run; returns the exit code. Rank 0 alone writes files and logs progress.
+
+    `extend(trainer, evaluator)` attaches more handlers after the run's own: a study's pruning (`trainer.search`)."""
     rank = idist.get_rank()
     if idist.get_world_size() > 1:  # processes on one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     logger = setup_logger("trainer", level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
     resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
+    if resume_from is not None:
+        check_same_schedule(cfg, resume_from)
     run_dir = prepare_run_dir(cfg) if rank == 0 else Path(cfg.output.root) / cfg.run.name
     manual_seed(cfg.seed)
     splits, train_loader, val_loader, test_loader = get_dataflow(cfg)
@@ -152,7 +183,7 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     final_test = create_evaluator(tested, loss_fn, device, num_classes=len(CLASS_NAMES))
 
     # Handlers, in the order they fire at the end of an epoch: progress bar, validation, epoch line, checkpoints.
-    if rank == 0:
+    if rank == 0 and sys.stderr.isatty():  # in a log file its frames would bury the epoch lines
         # Redrawn every 10 iterations: tqdm writes the whole bar to the terminal at every update.
         ProgressBar(persist=False).attach(
             trainer, output_transform=lambda loss: {"loss": loss}, event_name=Events.ITERATION_COMPLETED(every=10)
@@ -179,12 +210,15 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     stop = GracefulStop()
     stop.install()
     stop.attach(trainer)
+    if extend is not None:
+        extend(trainer, evaluator)
 
     if resume_from is not None:
         restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
         if ema and "ema_model" not in resume_from:  # a checkpoint of a run without the average starts it afresh
             ema.ema_model.load_state_dict(ema.model.state_dict())  # ema.model: the bare network, as Ignite keeps it
         check_resumable(cfg, trainer, len(train_loader))
+        adopt_resumed_files(cfg.resume, run_dir / "checkpoints", best, last, trainer.state.iteration)
         logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
     logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
     started = time.perf_counter()
@@ -205,8 +239,9 @@ def training(local_rank: int, cfg: DictConfig) -> int:
     final_val.run(val_loader)
     final_test.run(test_loader)
     if rank == 0:
-        finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
+        metrics = finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
         if views:
+            views.log_calibration(metrics)
             views.close()
             logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
         logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
@@ -219,10 +254,18 @@ def check_resumable(cfg: DictConfig, trainer: Engine, epoch_length: int) -> None
             f"checkpoint {cfg.resume} was made with {trainer.state.epoch_length} iterations per epoch, this config "
             f"gives {epoch_length}: resume with the same train.batch_size and data.val_size"
         )
-    if trainer.state.iteration > cfg.train.max_epochs * epoch_length:
+
+
+def check_same_schedule(cfg: DictConfig, checkpoint: dict) -> None:
+    """Refuse another train.max_epochs before anything is written: the restored one-cycle schedule keeps its own
+    end, so extra epochs would train at learning rate 0, and fewer would stop before it had decayed."""
+    progress = checkpoint["trainer"]  # anything but an engine's state is refused by `restore`, with its reason
+    planned = progress.get("max_epochs") if isinstance(progress, dict) else cfg.train.max_epochs
+    if planned != cfg.train.max_epochs:
         raise CheckpointError(
-            f"checkpoint {cfg.resume} has already run {trainer.state.epoch} epochs, more than train.max_epochs="
-            f"{cfg.train.max_epochs}: set train.max_epochs at least that high"
+            f"checkpoint {cfg.resume} is of a {planned}-epoch run, whose one-cycle learning rate reaches 0 at its end, "
+            f"so train.max_epochs={cfg.train.max_epochs} cannot resume it: resume with train.max_epochs={planned}, "
+            "or start a new run to train longer"
         )
 
 
@@ -241,8 +284,8 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
         sys.exit(code)
 
 
-def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best_epoch, train_seconds) -> None:
-    """Write what outlives the run: `model.pt`, `metrics.json` and the demo's examples."""
+def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best_epoch, train_seconds) -> dict:
+    """Write what outlives the run: `model.pt` (with its temperatures), `metrics.json` and the demo's examples."""
     cm = final_test.state.metrics["confusion"].cpu()
     per_class = (cm.diag() / cm.sum(1).clamp(min=1)).tolist()
     metrics = {
@@ -257,6 +300,8 @@ def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best
         "train_seconds": round(train_seconds, 2),
     }
     bare = getattr(model, "module", model)
+    calibration = calibrate(bare, splits.val, splits.test, cfg.calibration.photo_factor)
+    metrics["calibration"] = calibration
     save_model_file(
         run_dir / "model.pt",
         bare,
@@ -271,11 +316,25 @@ def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best
             "val_accuracy": metrics["val_accuracy"],
             "test_accuracy": metrics["test_accuracy"],
             "epoch": best_epoch,
+            "temperature": calibration["temperature"],
+            "photo_temperature": calibration["photo_temperature"],
             "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__)},
         },
     )
+    photos = Path(cfg.data.photos) if cfg.data.photos else default_folder(cfg.data.root)
+    if cfg.data.measure_photos and (photos / MANIFEST).is_file():
+        metrics["real_photos"] = measure_photos(run_dir / "model.pt", photos)
     atomic_write_json(metrics, run_dir / "metrics.json")
     export_examples(run_dir, splits)
+    return metrics
+
+
+def measure_photos(model_file: Path, folder: Path) -> dict:
+    """How the exported model does on real photos, through the demo's own path; the figures that say the most."""
+    summary = summarise(classify_all(Classifier(model_file), read_manifest(folder)))
+    keep = ("n", "macro_top1", "macro_top3", "refused", "confidence", "sure")
+    return {"folder": str(folder), **{key: summary[key] for key in keep},
+            "per_class_top1": {group: c["top1"] for group, c in summary["per_class"].items()}}
 
 
 def launch_settings(cfg: DictConfig) -> dict:
@@ -284,6 +343,8 @@ def launch_settings(cfg: DictConfig) -> dict:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     elif cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda was asked for but no CUDA GPU is available: use device=auto or device=cpu")
+    if cfg.data.photos and cfg.data.measure_photos and not (Path(cfg.data.photos) / MANIFEST).is_file():
+        raise UserError(f"data.photos={cfg.data.photos} has no {MANIFEST}: point it at a folder of real photos with its manifest")
     backend, nproc = cfg.dist.backend, cfg.dist.nproc_per_node
     under_torchrun = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
     if under_torchrun or nproc > 1:

@@ -10,14 +10,18 @@ from trainer.errors import UserError
 
 
 class LeNet5(nn.Module):
-    """The LeNet-5 variant of the PyTorch "TensorBoard support" tutorial, for 1x28x28 inputs."""
+    """The LeNet-5 variant of the PyTorch "TensorBoard support" tutorial, for 1x28x28 inputs.
 
-    def __init__(self, num_classes: int = 10) -> None:
+    `conv1` and `conv2` set the convolutions' channels (the tutorial's 6 and 16): wider ones give the network
+    room to learn the many shapes a photo-robust training shows it.
+    """
+
+    def __init__(self, num_classes: int = 10, conv1: int = 6, conv2: int = 16) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, 5)
+        self.conv1 = nn.Conv2d(1, conv1, 5)
         self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 4 * 4, 120)
+        self.conv2 = nn.Conv2d(conv1, conv2, 5)
+        self.fc1 = nn.Linear(conv2 * 4 * 4, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
 

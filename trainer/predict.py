@@ -1,6 +1,9 @@
 """`python -m trainer.predict IMAGE... [--checkpoint PATH]`: classify clothing photos with a run's `model.pt`.
 
-The Gradio demo and the benchmarks use the same `Classifier`, so all three see a photo the same way.
+The Gradio demo and the benchmarks use the same `Classifier`, so all three see a photo the same way: the
+photo is cut out to a tile (`trainer.preprocess`), the network's logits are averaged over the tile and its
+mirror image, and divided by the temperature `model.pt` holds for that kind of input, so that the top
+class's probability is about how often such an answer is right. Below `SURE` the answer is "not sure".
 """
 
 import argparse
@@ -14,18 +17,23 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainer.calibration import view_averaged_logits
 from trainer.errors import UserError
 from trainer.export import load_model_file
-from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
+from trainer.preprocess import ImageError, cut_out, normalise_tile, open_image
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
+SURE = 0.7  # the calibrated probability below which the demo says it is not sure (chosen on real photos)
 
 
 @dataclass
 class Prediction:
-    probabilities: dict[str, float]
+    probabilities: dict[str, float]  # calibrated: about how often an answer this sure is right
     seen: np.ndarray  # the 28x28 uint8 tile the model classified
+    box: tuple[float, float, float, float]  # the square of the decoded photo that the tile shows
+    segmented: bool  # False: the garment could not be cut out, and the middle of the picture was used
+    sure: bool  # the top class's probability is at least SURE
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
@@ -37,12 +45,19 @@ class Classifier:
         self.path = Path(model_path)
         self.class_names: list[str] = list(self.meta["class_names"])
         self.mean, self.std = float(self.meta["mean"][0]), float(self.meta["std"][0])
+        self.temperature = float(self.meta.get("temperature", 1.0))  # model.pt files older than calibration: 1
+        self.photo_temperature = float(self.meta.get("photo_temperature", self.temperature))
+
+    @torch.inference_mode()
+    def logits(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Logits of normalised (N, 1, 28, 28) tiles, averaged over the test-time views."""
+        return view_averaged_logits(self.model, tiles)
 
     def classify(self, image: Image.Image) -> Prediction:
-        tile = to_fashion_mnist(image)
-        with torch.inference_mode():
-            probs = F.softmax(self.model(normalise_tile(tile, self.mean, self.std)[None]), dim=1)[0]
-        return Prediction(dict(zip(self.class_names, probs.tolist())), tile)
+        cut = cut_out(image)
+        temperature = self.photo_temperature if cut.photo else self.temperature
+        probs = F.softmax(self.logits(normalise_tile(cut.tile, self.mean, self.std)[None])[0] / temperature, dim=0)
+        return Prediction(dict(zip(self.class_names, probs.tolist())), cut.tile, cut.box, cut.segmented, probs.max().item() >= SURE)
 
     def classify_file(self, source: str | Path | bytes) -> Prediction:
         """Decode an untrusted upload safely (raising ImageError with a user-facing sentence), then classify it."""
@@ -87,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: error: {exc}", file=sys.stderr)
             failures += 1
             continue
-        print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in prediction.top(args.top)))
+        hedge = "" if prediction.sure else "not sure: "
+        print(f"{path}: {hedge}" + ", ".join(f"{name} {p:.1%}" for name, p in prediction.top(args.top)))
     return 1 if failures else 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +30,9 @@ MIN_SIDE = 8  # below this there is nothing to segment
 MAX_ASPECT = 10.0  # a garment photo is never a thin strip
 WORK_SIDE = 192  # the background model and the mask are computed at this size: fast, and plenty for 28x28
 THRESHOLD = 5.5  # colour distance from the background model, in robust standard deviations
+CENTRE_THRESHOLD = 3.0  # the fallback: colour distance from the middle of the picture, in robust standard deviations
+MIN_GARMENT_SHARE = 0.02  # a cut-out smaller than this share of the picture is a speck, not the garment
+BLANK_RANGE = 10.0  # a picture whose luminance and colour vary less than this (of 255) is blank
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what Pillow's "L" uses
@@ -179,17 +183,34 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None) -> Image.Image:
 # --------------------------------------------------------------------------- to Fashion-MNIST
 
 
+@dataclass
+class Cutout:
+    """What the model is shown of a photo, and where it came from."""
+
+    tile: np.ndarray  # 28x28 uint8, garment light on black
+    box: tuple[float, float, float, float]  # (left, top, right, bottom) of the square the tile shows, in the photo's pixels
+    segmented: bool  # False: the garment could not be cut out from its background, and a fallback was used
+    photo: bool = True  # False: the input already looked like a Fashion-MNIST tile (light on a dark border)
+
+
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
-    """Photo -> 28x28 uint8, garment light on black, centred, its longest edge filling the frame.
+    """Photo -> 28x28 uint8, garment light on black, centred, its longest edge filling the frame (see `cut_out`)."""
+    return cut_out(image).tile
+
+
+def cut_out(image: Image.Image) -> Cutout:
+    """Photo -> Fashion-MNIST tile, with the square of the photo it shows.
 
     An input that already looks like Fashion-MNIST (dark border) only goes to grey and to 28x28.
     Otherwise a colour model of the background is fitted to the image border (a smooth surface,
     robust to clutter touching the border, so gradients, vignetting and tinted sheets are
     background too); the garment is what differs from it in colour, not only in brightness,
-    cleaned up morphologically and reduced to its main connected component(s).  Its luminance is
+    cleaned up morphologically and reduced to its main connected component(s).  When that finds
+    nothing (a busy pattern behind the garment, or a garment filling the frame), the garment is
+    taken to be what looks like the middle of the picture (`_centre_mask`).  Its luminance is
     negated (unless it is a light garment on a dark floor, which is light on dark already), the
     background zeroed, and its box padded to square, resized, lightly sharpened and stretched to
-    peak at 255 as Fashion-MNIST tiles do.  Raises ImageError when there is nothing to find.
+    peak at 255 as Fashion-MNIST tiles do.  Raises ImageError only for a blank picture.
     """
     rgb = to_rgb(image)
     width, height = rgb.size
@@ -203,17 +224,23 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
         work = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0)  # integer pre-reduction: 2x faster on 12 MP
     else:
         work = rgb
+    to_photo = (width / work.size[0], height / work.size[1])
     if _has_dark_border(work):
-        return _pass_through(work)
+        return _pass_through(work, to_photo)
 
     x = np.asarray(work, dtype=np.float32)
     feats = _opponent(x)
+    if float(np.percentile(feats[..., 0], 99) - np.percentile(feats[..., 0], 1)) < BLANK_RANGE and float(
+        np.abs(feats[..., 1:] - np.median(feats[..., 1:], axis=(0, 1))).max()
+    ) < BLANK_RANGE:
+        raise ImageError("No garment could be told apart from the background in this picture: it looks blank.")
     background, sigma = _fit_background(feats)
     distance2 = (((feats - background) / sigma) ** 2).sum(axis=2)
-    mask = _clean(distance2 > THRESHOLD**2)
-    mask = _main_components(mask)
-    if not mask.any():
-        raise ImageError("No garment could be told apart from the background in this picture.")
+    mask = _main_components(_clean(distance2 > THRESHOLD**2))
+    segmented = bool(mask.mean() >= MIN_GARMENT_SHARE)
+    if not segmented:
+        mask = _centre_mask(feats)
+        background = np.broadcast_to(np.median(feats[~mask], axis=0) if (~mask).any() else feats.mean(axis=(0, 1)), feats.shape)
 
     luma, bg_luma = feats[..., 0], background[..., 0]
     lighter = float(np.median((luma - bg_luma)[mask])) > 0.0
@@ -230,7 +257,35 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     crop = value[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return _finish(crop)
+    return Cutout(_finish(crop), _square_box(rows[0], cols[0], crop.shape, to_photo), segmented)
+
+
+def _square_box(top: int, left: int, shape: tuple[int, int], to_photo: tuple[float, float]) -> tuple[float, float, float, float]:
+    """The square `_finish` pads a crop at (top, left) of this shape to, in the photo's pixels."""
+    h, w = shape
+    side = max(h, w)
+    x0, y0 = left - (side - w) // 2, top - (side - h) // 2
+    return (x0 * to_photo[0], y0 * to_photo[1], (x0 + side) * to_photo[0], (y0 + side) * to_photo[1])
+
+
+def _centre_mask(feats: np.ndarray) -> np.ndarray:
+    """The fallback garment: the pixels that look like the middle of the picture, joined to it.
+
+    People centre what they photograph; when the border tells nothing (the garment fills the frame, or
+    lies on a loud pattern), the colour of the central patch is a better model of the garment than the
+    border is of the background.  If even that finds too little, the central 80% of the picture is used.
+    """
+    h, w, _ = feats.shape
+    centre = feats[int(0.4 * h) : int(0.6 * h) + 1, int(0.4 * w) : int(0.6 * w) + 1].reshape(-1, 3)
+    colour = np.median(centre, axis=0)
+    spread = np.maximum(1.4826 * np.median(np.abs(centre - colour), axis=0), np.array([12.0, 8.0, 8.0], dtype=np.float32))
+    near = ((((feats - colour) / spread) ** 2).sum(axis=2)) < CENTRE_THRESHOLD**2
+    mask = _main_components(_clean(near))
+    if mask.mean() >= MIN_GARMENT_SHARE:
+        return mask
+    mask = np.zeros((h, w), dtype=bool)
+    mask[int(0.1 * h) : int(0.9 * h) + 1, int(0.1 * w) : int(0.9 * w) + 1] = True
+    return mask
 
 
 def _has_dark_border(rgb: Image.Image) -> bool:
@@ -240,23 +295,26 @@ def _has_dark_border(rgb: Image.Image) -> bool:
     return float(np.mean(ring < 48)) >= 0.5 and float(np.median(ring)) < 32
 
 
-def _pass_through(rgb: Image.Image) -> np.ndarray:
+def _pass_through(rgb: Image.Image, to_photo: tuple[float, float]) -> Cutout:
     """Already light on black: a 28x28 tile is returned as is; anything else goes to grey and 28x28.
 
     Only a garment clearly smaller than the picture (a dark photo with wide margins) is cropped
     first; cropping a tile-like image to its bright pixels would rescale it and lose its dim edges.
     """
     grey = np.asarray(rgb.convert("L"))
+    h, w = grey.shape
     if grey.shape == (SIZE, SIZE):
-        return grey.copy()
+        return Cutout(grey.copy(), (0.0, 0.0, SIZE * to_photo[0], SIZE * to_photo[1]), True, photo=False)
     on = grey > 32
     if not on.any():
         raise ImageError("The picture is blank: there is nothing but a dark background in it.")
     rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
-    h, w = grey.shape
+    top, left = 0, 0
     if max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) < 0.85 * max(h, w):  # true of 0.2% of real tiles
         grey = grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return _finish(grey.astype(np.float32), sharpen=False, stretch=False)
+        top, left = rows[0], cols[0]
+    tile = _finish(grey.astype(np.float32), sharpen=False, stretch=False)
+    return Cutout(tile, _square_box(top, left, grey.shape, to_photo), True, photo=False)
 
 
 def _finish(crop: np.ndarray, sharpen: bool = True, stretch: bool = True) -> np.ndarray:

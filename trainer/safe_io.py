@@ -1,11 +1,13 @@
 """File writes that never leave a half-written file in place, and reads that never run pickled code."""
 
+import fcntl
 import json
 import os
 import pickle
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -47,3 +49,11 @@ def safe_torch_load(path: Path, what: str) -> Any:
         raise FileRefused(f"{what} {path} was refused: it holds objects other than plain tensors and data ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
         raise FileRefused(f"{what} {path} is corrupt, truncated or not a PyTorch file ({type(exc).__name__})") from None
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """One process at a time on this machine, for work that two processes would interleave or race in."""
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

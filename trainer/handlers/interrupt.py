@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 
 
 class GracefulStop:
-    """The first signal asks the trainer to pause after its current iteration; a second one stops at once."""
+    """The first signal asks the trainer to stop after its current iteration; a second one stops at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -31,8 +31,8 @@ class GracefulStop:
         if idist.get_world_size() > 1:  # all ranks must stop at the same iteration, or DDP would wait forever
             signum = idist.all_reduce(torch.tensor(self.signum or 0), op="MAX").item()
             self.signum, requested = signum or None, signum > 0
-        if requested:
-            engine.interrupt()
+        if requested:  # a requested stop ends the run as finished, not as failed: no exception, no COMPLETED handlers
+            engine.terminate(skip_completed=True)
 
     @property
     def requested(self) -> bool:

@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
+from trainer.checkpoint import continues_in
 from trainer.config import to_yaml
-from trainer.data import Splits, denormalise
-from trainer.handlers.figures import confusion_matrix_figure, image_grid_figure
+from trainer.data import MEAN, STD, Splits, denormalise
+from trainer.handlers.figures import confusion_matrix_figure, explained_figure, image_grid_figure
 from trainer.handlers.projector import Projector
 
 HPARAM_KEYS = ("model.name", "train.optimizer", "train.lr", "train.batch_size", "train.max_epochs", "train.weight_decay", "seed")
@@ -44,6 +45,13 @@ def timed(method):
     return wrapper
 
 
+def most_confident_mistakes(y: torch.Tensor, probs: torch.Tensor, n: int = 16) -> torch.Tensor:
+    """Indices of the `n` wrong predictions made with the highest confidence, most confident first."""
+    conf, pred = probs.max(1)
+    wrong = (pred != y).nonzero().flatten()
+    return wrong[conf[wrong].argsort(descending=True)[:n]]
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare network inside a DistributedDataParallel wrapper, if any."""
     return getattr(model, "module", model)
@@ -58,6 +66,7 @@ class TensorBoardViews:
         self.cfg, self.views = cfg, cfg.tensorboard
         self.model, self.tested, self.splits, self.class_names = unwrap(model), unwrap(tested), splits, class_names
         self.seconds = 0.0
+        self.run_dir = run_dir
         self.tb = TensorboardLogger(log_dir=str(run_dir))
         self.writer = self.tb.writer
         n = min(self.views.embedding_samples, len(splits.test[1]))
@@ -101,7 +110,7 @@ class TensorBoardViews:
 
     @timed
     def log_start_views(self, trainer: Engine) -> None:
-        if trainer.state.iteration > 0:  # resumed: these were written when the run started
+        if continues_in(self.cfg.resume, self.run_dir):  # resumed in place: these were written when the run started
             return
         if self.views.config_text:
             self.writer.add_text("config", "```yaml\n" + to_yaml(self.cfg) + "\n```")
@@ -130,15 +139,19 @@ class TensorBoardViews:
         step = self.trainer.state.epoch
         device = next(self.tested.parameters()).device
         self.tested.eval()
-        if self.views.eval_views:
-            x, y = self.splits.test
+        x, y = self.splits.test
+        if self.views.eval_views or self.views.explanations:
             probs = F.softmax(self.test_logits(x, device), 1)
+        if self.views.eval_views:
             for i, name in enumerate(self.class_names):
                 self.writer.add_pr_curve(f"pr_curve/{name}", y == i, probs[:, i], step)
             cm = final_test.state.metrics["confusion"].cpu().numpy()
             self.writer.add_figure("test/confusion_matrix", confusion_matrix_figure(cm, self.class_names), step)
             self.writer.add_figure("test/predictions_vs_actuals", self.predictions_figure(x, y, probs), step)
             self.writer.add_figure("test/most_confident_mistakes", self.mistakes_figure(x, y, probs), step)
+            self.writer.flush()
+        if self.views.explanations and len(most_confident_mistakes(y, probs)):
+            self.writer.add_figure("test/mistakes_explained", self.mistakes_explained_figure(x, y, probs, device), step)
             self.writer.flush()
         if self.views.embeddings:
             if not self.projector.config.embeddings:  # resumed: this process has not listed the pixels yet
@@ -167,10 +180,26 @@ class TensorBoardViews:
 
     def mistakes_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor):
         conf, pred = probs.max(1)
-        wrong = (pred != y).nonzero().flatten()
-        worst = wrong[conf[wrong].argsort(descending=True)[:16]]
+        worst = most_confident_mistakes(y, probs)
         titles = [f"{self.class_names[pred[i]]}, {conf[i]:.0%}\n(label: {self.class_names[y[i]]})" for i in worst]
         return image_grid_figure(denormalise(x[worst]), titles, ["red"] * len(worst), title="Most confident mistakes")
+
+    def mistakes_explained_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, device: torch.device):
+        """The same mistakes, each beside the evidence (trainer.explain) for the class the model chose and for the
+        true one: what misled it, and what it overlooked."""
+        from trainer.explain import attribute  # Captum takes about 0.4 s to import: paid, and timed, only with this view
+
+        conf, pred = probs.max(1)
+        worst = most_confident_mistakes(y, probs)
+        tiles, targets = torch.cat([x[worst]] * 2).to(device), torch.cat([pred[worst], y[worst]]).to(device)
+        for_predicted, for_true = attribute(self.tested, tiles, targets, -MEAN / STD).cpu().chunk(2)
+        titles = [
+            (f"{self.class_names[pred[i]]}, {conf[i]:.0%}\n(label: {self.class_names[y[i]]})",
+             f"for {self.class_names[pred[i]]}", f"for {self.class_names[y[i]]}")
+            for i in worst
+        ]
+        return explained_figure(denormalise(x[worst]), for_predicted, for_true, titles, "Most confident mistakes: evidence "
+                                "for the predicted class and for the true one (orange for, blue against)")
 
     def log_hparams(self, val_accuracy: float, test_accuracy: float) -> None:
         """Written into this run's own event file (not `add_hparams`' extra sub-run), for the HParams tab."""
@@ -181,6 +210,23 @@ class TensorBoardViews:
             file_writer.add_summary(summary)
         for tag, value in metric_dict.items():
             self.writer.add_scalar(tag, value)
+
+    @timed
+    def log_calibration(self, metrics: dict) -> None:
+        """How far confidence is from accuracy, on the test set and (when measured) on real photos, with the
+        photos' accuracy: written once the run's model is exported, since they are measured on `model.pt`."""
+        step = self.trainer.state.iteration
+        calibration = metrics["calibration"]
+        self.writer.add_scalar("calibration/test_ece", calibration["test_ece"], step)
+        self.writer.add_scalar("calibration/test_ece_uncalibrated", calibration["test_ece_uncalibrated"], step)
+        self.writer.add_scalar("calibration/temperature", calibration["temperature"], step)
+        photos = metrics.get("real_photos")
+        if photos:
+            self.writer.add_scalar("real_photos/macro_top1", photos["macro_top1"], step)
+            self.writer.add_scalar("real_photos/macro_top3", photos["macro_top3"], step)
+            self.writer.add_scalar("real_photos/ece", photos["confidence"]["ece"], step)
+            self.writer.add_scalar("real_photos/sure_share", photos["sure"]["share"], step)
+        self.writer.flush()
 
     @timed
     def flush(self, _: Engine | None = None) -> None:

@@ -1,0 +1,161 @@
+"""`python -m benchmarks.explain_methods --out DIR --checkpoint A.pt [--checkpoint B.pt] [--photos DIR]`: the
+attribution methods of trainer.explain compared on real photos, to choose the demo's.
+
+For each model and each method, on the tiles of real photos (10 per folder of the photo set, default
+$FASHION_MNIST_ROOT/realphotos), explaining the model's top class:
+- cost: in-process milliseconds per map, over the tile and its mirror image as the demo explains, on one torch
+  thread as the demo serves (median and p95 of the wall time, and the median of the process's CPU time, which a
+  busy machine inflates less);
+- deletion: how far the class's logit falls when the 10% of the tile's pixels the map credits most are blacked
+  out, against blacking out as many garment pixels at random (median over the photos): a map that points at what
+  the model uses makes the logit fall further;
+- a contact sheet, DIR/explain_methods.png: for one photo per folder, the photo, its tile and every method's map.
+
+DIR/explain_methods.json:
+  machine     dict (benchmarks.common.machine)
+  quick       bool
+  photos      int: photos timed and scored
+  models      {checkpoint: {"arch": str, "methods": {method: {"median_ms", "p95_ms", "median_cpu_ms", "deletion_drop",
+                                                               "random_drop"}}}}
+"""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.common import data_root, entry, fmt, machine, parser, report_results, table
+from trainer.explain import METHODS, attribute_views
+from trainer.heatmap import overlay
+from trainer.predict import DECODE_SIDE, Classifier
+from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
+
+PER_FOLDER, QUICK_PER_FOLDER = 10, 2
+DELETED = 0.10  # share of the tile's pixels blacked out for the deletion score
+CELL = 112  # pixels per picture on the contact sheet
+SHORT = {"occlusion": "Occlusion", "integrated_gradients": "Int. Gradients", "gradient_shap": "GradientShap", "grad_cam": "Grad-CAM"}
+
+
+def real_photos(folder: Path, per_folder: int) -> list[Path]:
+    """The first `per_folder` photos (by name) of each class folder: the same photos on every run."""
+    return [p for sub in sorted(d for d in folder.iterdir() if d.is_dir()) for p in sorted(sub.glob("*.jpg"))[:per_folder]]
+
+
+def tiles_of(photos: list[Path]) -> list[tuple[Path, Image.Image, np.ndarray]]:
+    """(path, decoded photo, 28x28 tile) as the demo makes them; photos with nothing to find are left out."""
+    out = []
+    for path in photos:
+        try:
+            image = open_image(path, max_side=DECODE_SIDE)
+            out.append((path, image, to_fashion_mnist(image)))
+        except ImageError:
+            continue
+    return out
+
+
+def logit(classifier: Classifier, x: torch.Tensor, target: int) -> float:
+    with torch.inference_mode():
+        return float(classifier.model(x[None])[0, target])
+
+
+def deletion_drops(classifier: Classifier, x: torch.Tensor, heat: torch.Tensor, target: int, rng: np.random.Generator):
+    """The class logit's fall when the most-credited pixels are blacked out, and when as many garment pixels are."""
+    black = (0.0 - classifier.mean) / classifier.std
+    k = round(DELETED * heat.numel())
+    before = logit(classifier, x, target)
+    ranked = x.clone()
+    ranked.view(-1)[heat.flatten().argsort(descending=True)[:k]] = black
+    garment = (x.view(-1) > black).nonzero().flatten().numpy()
+    random = x.clone()
+    random.view(-1)[torch.from_numpy(rng.choice(garment, min(k, len(garment)), replace=False))] = black
+    return before - logit(classifier, ranked, target), before - logit(classifier, random, target)
+
+
+def measure(classifier: Classifier, tiles: list[tuple[Path, Image.Image, np.ndarray]]) -> dict[str, dict[str, float]]:
+    black = (0.0 - classifier.mean) / classifier.std
+    results = {}
+    for method in METHODS:
+        times, cpu_times, drops, randoms = [], [], [], []
+        rng = np.random.default_rng(0)
+        for _, _, tile in tiles:
+            x = normalise_tile(tile, classifier.mean, classifier.std)
+            target = int(logits_of(classifier, x).argmax())
+            start, cpu_start = time.perf_counter(), time.process_time()
+            heat = attribute_views(classifier.model, x, target, black, method, flip=True)
+            times.append(1000 * (time.perf_counter() - start))
+            cpu_times.append(1000 * (time.process_time() - cpu_start))
+            drop, random = deletion_drops(classifier, x, heat, target, rng)
+            drops.append(drop)
+            randoms.append(random)
+        results[method] = {
+            "median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)),
+            "median_cpu_ms": float(np.median(cpu_times)),
+            "deletion_drop": float(np.median(drops)), "random_drop": float(np.median(randoms)),
+        }
+    return results
+
+
+def logits_of(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return classifier.model(x[None])[0]
+
+
+def square(image: Image.Image, side: int) -> Image.Image:
+    """The photo shrunk into a white square, whole."""
+    image = image.convert("RGB")
+    image.thumbnail((side, side))
+    canvas = Image.new("RGB", (side, side), "white")
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
+def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.Image, np.ndarray]], path: Path) -> None:
+    """One row per photo: the photo, its tile, then each model's map from each method over the tile."""
+    from trainer.handlers.figures import image_grid_figure
+
+    cells, titles = [], []
+    for photo_path, image, tile in tiles:
+        seen = Image.fromarray(tile).convert("RGB").resize((CELL, CELL), Image.Resampling.NEAREST)
+        cells += [square(image, CELL), seen]
+        titles += [photo_path.parent.name, "tile"]
+        for classifier in classifiers:
+            black = (0.0 - classifier.mean) / classifier.std
+            x = normalise_tile(tile, classifier.mean, classifier.std)
+            target = int(logits_of(classifier, x).argmax())
+            for method in METHODS:
+                cells.append(overlay(seen, attribute_views(classifier.model, x, target, black, method, flip=True).numpy()))
+                titles.append(f"{classifier.meta['arch']}: {SHORT[method]}\n→ {classifier.class_names[target]}")
+    images = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) / 255 for c in cells])).permute(0, 3, 1, 2)
+    fig = image_grid_figure(images, titles, ncols=2 + len(classifiers) * len(METHODS), title="Attribution methods on real photos")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--checkpoint", action="append", required=True, help="a model.pt to compare on (repeat for more)")
+    p.add_argument("--photos", type=Path, default=Path(data_root()) / "realphotos", help="folder of class folders of JPEGs")
+    args = p.parse_args(argv)
+    info = machine()
+    torch.set_num_threads(1)  # as demo/app.py serves
+    tiles = tiles_of(real_photos(args.photos, QUICK_PER_FOLDER if args.quick else PER_FOLDER))
+    classifiers = [Classifier(Path(c)) for c in args.checkpoint]
+    models = {str(c.path): {"arch": c.meta["arch"], "methods": measure(c, tiles)} for c in classifiers}
+    contact_sheet(classifiers, tiles_of(real_photos(args.photos, 1)), args.out / "explain_methods.png")
+    report: dict[str, Any] = {"machine": info, "quick": args.quick, "photos": len(tiles), "models": models}
+    rows = [
+        [model["arch"], method, fmt(m["median_ms"], ".1f"), fmt(m["p95_ms"], ".1f"), fmt(m["median_cpu_ms"], ".1f"),
+         fmt(m["deletion_drop"], ".2f"), fmt(m["random_drop"], ".2f")]
+        for model in models.values() for method, m in model["methods"].items()
+    ]
+    headers = ["model", "method", "median ms", "p95 ms", "median CPU ms", "logit drop, top 10% deleted", "random 10%"]
+    details = table(headers, rows)
+    report_results(args.out, "explain_methods", report, details, [])
+    return 0
+
+
+if __name__ == "__main__":
+    entry(main)

@@ -1,0 +1,110 @@
+"""`python -m benchmarks.real_photos --out DIR [--checkpoint PATH] [--photos DIR] [--quick]`: the demo on real photos.
+
+Every photo listed in the folder's MANIFEST.tsv (`path`, `accept`: the class names that count as right,
+separated by `|`) goes through `trainer.predict.Classifier.classify_file`, the demo's own path, one at a
+time. The photos measure; nothing is trained on them.
+
+DIR/real_photos.json:
+  machine, quick, checkpoint, photos (folder), n
+  per_class      {group: {"n", "top1", "top3", "sure_share", "answers": {class: count}}}, group = the accept field
+  macro_top1, macro_top3  unweighted means over the groups
+  refused        photos refused with a message (the sentences, by count)
+  cut_out_share  share of photos whose garment was cut out from its background (the rest: the centre fallback)
+  confidence     {"mean", "mean_when_right", "mean_when_wrong", "ece"}: the top class's probability; expected
+                 calibration error over 15 equal-width bins
+  sure           {"share": photos answered without "not sure", "accuracy": top-1 accuracy on those}
+  confusion      {group: {predicted class: count}}
+  latency_ms     {"median", "p95"}: decode, preprocess, test-time views and forward, one photo, one thread
+  targets_met    {"macro_top1": >= 0.65, "macro_top3": >= 0.85, "refused": <= 5 of 990, "ece": <= 0.10,
+                  "sure_share": >= 0.5, "sure_accuracy": >= 0.8}
+DIR/real_photos_contact_sheet.png: per group, tiles the model saw when right (green) and wrong (red, with its answer).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+
+from benchmarks.common import data_root, entry, fmt, machine, parser, report_results, table, verdict
+from trainer.photos import classify_all, default_folder, read_manifest, summarise
+from trainer.predict import Classifier, resolve_model_path
+
+QUICK_PER_GROUP = 8
+SHEET_PER_ROW = 12
+TILE_SCALE = 3
+TARGETS = {"macro_top1": 0.65, "macro_top3": 0.85, "refused": 5, "ece": 0.10, "sure_share": 0.5, "sure_accuracy": 0.8}
+
+
+def contact_sheet(records: list[dict[str, Any]], path: Path) -> None:
+    """Per group, a row of tiles the model got right (green frame) and a row it got wrong (red, with its answer)."""
+    side = 28 * TILE_SCALE
+    cell_w, cell_h, label_w = side + 6, side + 18, 150
+    groups = list(dict.fromkeys(r["group"] for r in records))
+    sheet = Image.new("RGB", (label_w + SHEET_PER_ROW * cell_w, 2 * len(groups) * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for g, group in enumerate(groups):
+        for k, right in enumerate((True, False)):
+            y = (2 * g + k) * cell_h
+            mine = [r for r in records if r["group"] == group and r["prediction"] is not None and r["right"] == right]
+            draw.text((4, y + side // 2), f"{group.split('|')[0] if '|' not in group else 'footwear'}\n{'right' if right else 'wrong'} ({len(mine)})", fill="black")
+            for i, r in enumerate(mine[:SHEET_PER_ROW]):
+                x = label_w + i * cell_w
+                draw.rectangle((x, y, x + side + 5, y + side + 5), fill="#2a2" if right else "#c22")
+                tile = Image.fromarray(r["prediction"].seen).resize((side, side), Image.Resampling.NEAREST)
+                sheet.paste(tile.convert("RGB"), (x + 3, y + 3))
+                caption = f"{r['answer'][:9]} {r['confidence']:.0%}"
+                draw.text((x + 2, y + side + 6), caption, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    met, conf, sure = report["targets_met"], report["confidence"], report["sure"]
+    refused = sum(report["refused"].values())
+    return [
+        ["real photos, macro top-1 / top-3", f"{report['macro_top1']:.3f} / {report['macro_top3']:.3f}",
+         f">= {TARGETS['macro_top1']} / >= {TARGETS['macro_top3']}", verdict(met["macro_top1"] and met["macro_top3"])],
+        ["real photos refused", f"{refused} of {report['n']}", f"<= {TARGETS['refused']} of 990", verdict(met["refused"])],
+        ["real photos, calibration error", f"{conf['ece']:.3f} (confidence {conf['mean']:.2f})", f"<= {TARGETS['ece']}", verdict(met["ece"])],
+        ["real photos answered without 'not sure'", f"{sure['share']:.1%}, right on {fmt(sure['accuracy'], '.1%')}",
+         f">= {TARGETS['sure_share']:.0%}, right on >= {TARGETS['sure_accuracy']:.0%}", verdict(met["sure_share"] and met["sure_accuracy"])],
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--checkpoint", help="model.pt to measure (default: the newest runs/*/model.pt)")
+    p.add_argument("--photos", type=Path, help="folder with MANIFEST.tsv (default: realphotos beside FashionMNIST/)")
+    args = p.parse_args(argv)
+    photos = args.photos or default_folder(data_root())
+    rows = read_manifest(photos, QUICK_PER_GROUP if args.quick else None)
+    checkpoint = resolve_model_path(args.checkpoint)
+    torch.set_num_threads(1)  # as demo/app.py serves
+    classifier = Classifier(checkpoint)
+    records = classify_all(classifier, rows)
+    report = {"machine": machine(), "quick": args.quick, "checkpoint": str(checkpoint), "photos": str(photos), **summarise(records)}
+    refused = sum(report["refused"].values())
+    report["targets_met"] = {
+        "macro_top1": report["macro_top1"] >= TARGETS["macro_top1"],
+        "macro_top3": report["macro_top3"] >= TARGETS["macro_top3"],
+        "refused": refused <= TARGETS["refused"] * report["n"] / 990,
+        "ece": report["confidence"]["ece"] <= TARGETS["ece"],
+        "sure_share": report["sure"]["share"] >= TARGETS["sure_share"],
+        "sure_accuracy": (report["sure"]["accuracy"] or 0) >= TARGETS["sure_accuracy"],
+    }
+    contact_sheet(records, args.out / "real_photos_contact_sheet.png")
+    details = table(
+        ["class", "photos", "top-1", "top-3", "sure", "most frequent answers"],
+        [[group if "|" not in group else "footwear", c["n"], f"{c['top1']:.2f}", f"{c['top3']:.2f}", f"{c['sure_share']:.2f}",
+          ", ".join(f"{name} {count}" for name, count in list(c["answers"].items())[:3])]
+         for group, c in report["per_class"].items()]
+        + [["**macro**", report["n"], f"**{report['macro_top1']:.2f}**", f"**{report['macro_top3']:.2f}**",
+            f"{report['sure']['share']:.2f}", f"{refused} refused"]],
+    )
+    report_results(args.out, "real_photos", report, details, summary_rows(report))
+    return 0
+
+
+if __name__ == "__main__":
+    entry(main)

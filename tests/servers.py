@@ -1,0 +1,69 @@
+"""Servers started as users start them, for the tests, the benchmarks and the screenshots alike.
+
+A process from the project root, given back once its URL answers and stopped on leaving, whatever happened.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def serving(
+    command: Sequence[str], url: str, log: Path, start_timeout: float = 120, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """A server started from the project root, once `url` answers; stopped on leaving, whatever happened.
+
+    Its output goes to the file `log`, so that a chatty server can never block on a full pipe.
+    """
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            list(command), cwd=ROOT, env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not answers(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nothing answered at {url} within {start_timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@contextmanager
+def demo_server(
+    checkpoint: Path, log: Path, port: int | None = None, env: dict[str, str] | None = None, start_timeout: float = 120
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python demo/app.py` on 127.0.0.1 (`port`, else a free one), once it answers."""
+    port = port or free_port()
+    command = [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--host", "127.0.0.1"]
+    url = f"http://127.0.0.1:{port}/"
+    with serving(command, url, log, start_timeout, {"GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}) as server:
+        yield server, url

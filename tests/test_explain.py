@@ -1,0 +1,173 @@
+"""Attribution maps are right, not just present: on hand-built models whose answer is known, the map puts its mass
+where the evidence is; and they are drawn where the tile came from in the photo."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from trainer.data import CLASS_NAMES, MEAN, STD
+from trainer.explain import METHODS, attribute, attribute_views, explain, method_for
+from trainer.export import save_model_file
+from trainer.model import MODELS, build_model
+from trainer.predict import Classifier
+
+BLACK = -MEAN / STD  # a black pixel, normalised: the background of every tile
+WHITE = (1 - MEAN) / STD
+PATCH, DECOY = (slice(4, 12), slice(4, 12)), (slice(16, 24), slice(16, 24))  # rows, columns
+
+
+def blank_tiles(n: int = 1) -> torch.Tensor:
+    return torch.full((n, 1, 28, 28), BLACK)
+
+
+def share(heat: torch.Tensor, region: tuple[slice, slice], margin: int = 0) -> float:
+    """The share of the map's absolute mass inside `region` grown by `margin` pixels on each side."""
+    rows, cols = region
+    inside = heat.abs()[max(rows.start - margin, 0) : rows.stop + margin, max(cols.start - margin, 0) : cols.stop + margin]
+    return float(inside.sum() / heat.abs().sum())
+
+
+class PatchModel(nn.Module):
+    """Class 0's logit is the sum of the pixels in PATCH, class 1's of those in DECOY; the rest are 0.
+
+    The convolution is the identity: it is there so that Grad-CAM has a layer to look at.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+        nn.init.ones_(self.conv.weight)
+        masks = torch.zeros(10, 28, 28)
+        masks[(0, *PATCH)] = masks[(1, *DECOY)] = 1
+        self.register_buffer("masks", masks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv(x) * self.masks).sum((-2, -1))
+
+
+class StrokeModel(nn.Module):
+    """Class 0's logit counts vertical strokes (5 lit pixels in a column), class 1's horizontal ones, anywhere in
+    the tile: evidence by content, not by place, which is what Grad-CAM assumes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 5, padding=2)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0, :, 2] = 1  # a column of 5
+            self.conv.weight[1, 0, 2, :] = 1  # a row of 5
+            self.conv.bias.fill_(-(4 * WHITE + BLACK))  # fires only when all 5 are lit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        counts = F.relu(self.conv(x)).sum((-2, -1))
+        return torch.cat([counts, torch.zeros(len(x), 8)], 1)
+
+
+def two_patches() -> torch.Tensor:
+    """A tile lit in PATCH and, as brightly, in DECOY."""
+    tiles = blank_tiles()
+    tiles[(0, 0, *PATCH)] = tiles[(0, 0, *DECOY)] = WHITE
+    return tiles
+
+
+def two_strokes() -> torch.Tensor:
+    """A vertical stroke in PATCH and a horizontal one in DECOY."""
+    tiles = blank_tiles()
+    tiles[0, 0, PATCH[0], 8] = WHITE
+    tiles[0, 0, 20, DECOY[1]] = WHITE
+    return tiles
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "grad_cam"])
+def test_the_map_puts_its_mass_on_the_patch_that_decides_the_class(method):
+    torch.manual_seed(0)
+    heat = attribute(PatchModel(), two_patches(), 0, BLACK, method)[0]
+    assert share(heat, PATCH) > 0.95 and share(heat, DECOY) < 0.01
+    assert heat[PATCH].sum() > 0, "the evidence is for the class, not against it"
+
+
+def test_grad_cam_cannot_tell_where_the_evidence_is():
+    """Why it is not the default: Grad-CAM weighs a channel by its mean gradient over the whole image, so a network
+    that reads each place with its own weights (LeNet-5's fully connected layers) gets a map of where there is
+    anything, not of what it used. The decoy here gets as much as the patch."""
+    heat = attribute(PatchModel(), two_patches(), 0, BLACK, "grad_cam")[0]
+    assert share(heat, DECOY) > 0.4
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("target, evidence, decoy", [(0, PATCH, DECOY), (1, DECOY, PATCH)])
+def test_the_map_puts_its_mass_on_the_stroke_that_decides_the_class(method, target, evidence, decoy):
+    torch.manual_seed(0)
+    heat = attribute(StrokeModel(), two_strokes(), target, BLACK, method)[0]
+    assert share(heat, evidence, margin=4) > 0.9 and share(heat, decoy, margin=4) < 0.05
+
+
+def test_flipped_views_are_mirrored_back():
+    """The strokes model answers the same for a tile and its mirror image, so averaging over both views must give
+    the single view's map; a map left mirrored would put half its mass on the wrong side."""
+    tile = two_strokes()[0]
+    single = attribute_views(StrokeModel(), tile, 0, BLACK, "integrated_gradients")
+    both = attribute_views(StrokeModel(), tile, 0, BLACK, "integrated_gradients", flip=True)
+    assert torch.allclose(single, both, atol=1e-5)
+
+
+def test_a_network_without_convolutions_gets_another_method_not_an_error():
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    assert method_for(mlp, "grad_cam") == "occlusion" and method_for(StrokeModel(), "grad_cam") == "grad_cam"
+    heat = attribute(mlp, two_patches(), 3, BLACK, "grad_cam")
+    assert torch.equal(heat, attribute(mlp, two_patches(), 3, BLACK, "occlusion"))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_network_in_the_registry_gets_a_map_per_tile(name, method):
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    tiles = torch.randn(3, 1, 28, 28)
+    heat = attribute(model, tiles, torch.tensor([0, 4, 9]), BLACK, method)
+    assert heat.shape == (3, 28, 28) and torch.isfinite(heat).all() and heat.abs().sum() > 0
+    assert not model.training
+
+
+@pytest.fixture
+def classifier(tmp_path) -> Classifier:
+    """A real model.pt (LeNet-5, untrained) as the demo loads one."""
+    torch.manual_seed(0)
+    path = tmp_path / "model.pt"
+    meta = {"arch": "lenet5", "arch_kwargs": {}, "class_names": list(CLASS_NAMES), "mean": [MEAN], "std": [STD]}
+    save_model_file(path, build_model("lenet5"), meta)
+    return Classifier(path)
+
+
+def photo() -> Image.Image:
+    """A dark garment, off-centre, on a light, non-square picture."""
+    pixels = np.full((300, 400, 3), 225, dtype=np.uint8)
+    pixels[60:240, 220:330] = (40, 50, 70)
+    return Image.fromarray(pixels)
+
+
+def test_the_photos_map_is_drawn_on_the_part_of_the_photo_the_tile_shows(classifier):
+    image = photo()
+    explanation = explain(classifier, image)
+    left, top, right, bottom = explanation.prediction.box
+    slack = 400 / 192 + 1  # the cut-out is found on the photo shrunk to 192 pixels
+    assert left < 220 + slack and right > 330 - slack and top < 60 + slack and bottom > 240 - slack
+    drawn = np.asarray(explanation.on_photo()).astype(int)
+    changed = np.abs(drawn - np.asarray(image)).sum(2) > 0
+    rows, cols = np.nonzero(changed)
+    assert changed[60:240, 220:330].mean() > 0.5
+    assert cols.min() >= left - 1 and cols.max() <= right + 1 and rows.min() >= top - 1 and rows.max() <= bottom + 1
+    assert explanation.on_tile(224).size == (224, 224) and explanation.on_photo().size == image.size
+
+
+def test_any_class_can_be_explained_and_the_top_one_by_default(classifier):
+    image = photo()
+    top = explain(classifier, image)
+    assert top.class_name == top.prediction.top(1)[0][0]
+    other = next(name for name in CLASS_NAMES if name != top.class_name)
+    assert explain(classifier, image, other).class_name == other
+    with pytest.raises(ValueError, match="unknown class"):
+        explain(classifier, image, "Hat")

@@ -1,0 +1,127 @@
+"""Stopping and resuming as users do it: Ctrl-C, resuming in place, into a new run name, and starting again.
+
+One small run (6,000 training images, two epochs of the quick config) is stopped with Ctrl-C in its second
+epoch; each test resumes a copy of it.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import DATA_ROOT, ROOT, accumulate, read_metrics, run_trainer
+
+SMALL = ["data.val_size=54000", "tensorboard.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> tuple[Path, str]:
+    """(run directory, everything it logged): stopped with Ctrl-C in epoch 2, its output going to a file."""
+    out = tmp_path_factory.mktemp("stopped")
+    log = out / "train.log"
+    command = [sys.executable, "-m", "trainer.main", "--config", "configs/quick.yaml", f"output.root={out}", "run.name=i", *SMALL]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)},
+                                   stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while "Epoch 1/2" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    assert process.returncode == 130, log.read_text()[-3000:]
+    return out / "i", log.read_bytes().decode(errors="replace")  # not read_text: it would turn "\r" into "\n"
+
+
+def copy_run(run_dir: Path, into: Path) -> Path:
+    shutil.copytree(run_dir, into / run_dir.name)
+    return into / run_dir.name
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    [last] = (run_dir / "checkpoints").glob("last_checkpoint_*.pt")
+    return last
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under `folder`: its content's hash and its modification time."""
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def checkpoint_names(run_dir: Path) -> list[str]:
+    return sorted(p.name.split("_")[0] for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_a_requested_stop_is_not_logged_as_an_exception(stopped_run):
+    _, log = stopped_run
+    assert "Resume with: python -m trainer.main" in log
+    assert "terminating due to exception" not in log, log[-3000:]
+
+
+def test_a_log_file_gets_no_progress_bar_frames(stopped_run):
+    """Output to a file (not a terminal): the epoch lines, without tqdm's carriage-return frames."""
+    _, log = stopped_run
+    assert "Epoch 1/2" in log and "\r" not in log, repr(log[-1000:])
+
+
+def test_resuming_in_place_keeps_one_last_checkpoint(stopped_run, tmp_path):
+    run_dir = copy_run(stopped_run[0], tmp_path)
+    result = run_trainer(f"output.root={tmp_path}", "run.name=i", f"resume={last_checkpoint(run_dir)}", *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint_names(run_dir) == ["best", "last"], checkpoint_names(run_dir)
+    assert read_metrics(run_dir)["epochs_run"] == 2
+
+
+def test_resuming_into_a_new_name_leaves_the_first_run_untouched(stopped_run, tmp_path):
+    """The new run gets its own copy of the best checkpoint so far and its own TensorBoard views; the first run's
+    directory stays byte for byte as it was."""
+    first = copy_run(stopped_run[0], tmp_path)
+    before = snapshot(first)
+    result = run_trainer(f"output.root={tmp_path}", "run.name=other", f"resume={last_checkpoint(first)}",
+                         "data.val_size=54000", "tensorboard.embedding_samples=100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert snapshot(first) == before
+    other = tmp_path / "other"
+    assert checkpoint_names(other) == ["best", "last"], checkpoint_names(other)
+    assert read_metrics(other)["epochs_run"] == 2 and (other / "model.pt").is_file()
+    assert "train/images" in accumulate(other).Tags()["images"], "the new run has its start views"
+
+
+def test_resuming_into_a_name_that_holds_another_run_is_refused(stopped_run, tmp_path):
+    first = copy_run(stopped_run[0], tmp_path)
+    taken = copy_run(stopped_run[0], tmp_path / "elsewhere")
+    before = snapshot(taken)
+    result = run_trainer(f"output.root={taken.parent}", "run.name=i", f"resume={last_checkpoint(first)}", *SMALL)
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and message.startswith("error: ") and "already holds a run" in message, message
+    assert snapshot(taken) == before
+
+
+def test_resuming_with_another_max_epochs_is_refused_before_anything_is_written(stopped_run, tmp_path):
+    run_dir = copy_run(stopped_run[0], tmp_path)
+    before = snapshot(run_dir)
+    result = run_trainer(f"output.root={tmp_path}", "run.name=i", f"resume={last_checkpoint(run_dir)}",
+                         "train.max_epochs=4", *SMALL)
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "one-cycle" in message and "train.max_epochs=2" in message, message
+    assert snapshot(run_dir) == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_under_its_name(tmp_path):
+    """What a run killed while loading its data leaves: its config, an empty checkpoints folder, a first events file."""
+    run_dir = tmp_path / "early"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("seed: 0\n")
+    stale = run_dir / "events.out.tfevents.1.host.1.0"
+    stale.write_bytes(b"")
+    result = run_trainer(f"output.root={tmp_path}", "run.name=early", "train.max_epochs=1", *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_metrics(run_dir)["epochs_run"] == 1 and not stale.exists()

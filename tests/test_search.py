@@ -1,0 +1,181 @@
+"""`python -m trainer.search`: tiny studies (400 images, 2 epochs) through the real command, and its refusals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from tensorboard.plugins.hparams import metadata
+
+from tests.helpers import ROOT, accumulate, run_trainer, write_idx
+from trainer import search
+from trainer.config import load_config
+
+# Every trial after the first is pruned at its first epoch unless it beats all earlier trials there; seeded, so
+# the proposals (and so which trials are pruned) are the same on every run.
+AGGRESSIVE = """
+sampler: {seed: 0}
+pruner: {type: percentile, percentile: 99.0, n_startup_trials: 1, n_warmup_steps: 0}
+space:
+  train.lr: {type: float, low: 0.0001, high: 0.3, log: true}
+  train.label_smoothing: {type: float, low: 0.0, high: 0.1}
+"""
+DIVERGING = "space:\n  train.lr: {type: categorical, choices: [100000.0]}\n"
+# 300 training images in 18 steps an epoch, raw weights (their average would lag far behind in so few steps).
+TINY_RUN = ["data.val_size=100", "train.batch_size=16", "train.ema_decay=0"]
+LIGHT_VIEWS = ["tensorboard.images=false", "tensorboard.graph=false", "tensorboard.embeddings=false", "tensorboard.eval_views=false"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A hermetic 400-image data set, a study folder and the aggressive space."""
+    root = tmp_path_factory.mktemp("search")
+    write_idx(root / "data", n_train=400, n_test=100)
+    (root / "aggressive.yaml").write_text(AGGRESSIVE)
+    return root
+
+
+def search_command(tiny: Path, *args: str, space: str = "aggressive.yaml") -> list[str]:
+    return [
+        sys.executable, "-m", "trainer.search", "--config", "configs/quick.yaml", "--space", str(tiny / space), *args,
+        f"output.root={tiny / 'runs'}", f"data.root={tiny / 'data'}", *TINY_RUN,
+    ]
+
+
+def run_search(tiny: Path, *args: str, space: str = "aggressive.yaml") -> subprocess.CompletedProcess:
+    return subprocess.run(search_command(tiny, *args, space=space), cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def load_study(tiny: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tiny / 'runs' / name / 'study.db'}")
+
+
+@pytest.fixture(scope="module")
+def study(tiny) -> tuple[Path, subprocess.CompletedProcess]:
+    result = run_search(tiny, "--study", "tiny", "--trials", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tiny / "runs" / "tiny", result
+
+
+def test_trials_are_run_directories_with_every_searched_key_in_hparams(study):
+    folder, _ = study
+    for n in range(4):
+        run_dir = folder / f"trial-{n}"
+        assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.json").is_file()
+        events = accumulate(run_dir)
+        start = metadata.parse_session_start_info_plugin_data(events.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
+        assert {"train.lr", "train.label_smoothing", "model.name", "trial_state"} <= set(start.hparams)
+        assert start.hparams["trial_state"].string_value == json.loads((run_dir / "trial.json").read_text())["state"]
+        assert "hparams/val_accuracy" in events.Tags()["scalars"]
+
+
+def test_a_pruned_trial_stops_early_and_its_run_directory_says_so(study, tiny):
+    folder, _ = study
+    records = [json.loads((folder / f"trial-{n}" / "trial.json").read_text()) for n in range(4)]
+    pruned = [r for r in records if r["state"] == "PRUNED"]
+    assert pruned, records
+    for record in pruned:
+        assert record["epochs_run"] == 1 and record["note"] == "pruned after epoch 1"
+    states = {t.number: t.state.name for t in load_study(tiny, "tiny").trials}
+    assert states == {r["trial"]: r["state"] for r in records}
+
+
+def test_the_study_prints_a_table_and_saves_plots_and_trials_json(study):
+    folder, result = study
+    assert "val acc" in result.stdout and "Best: trial" in result.stdout
+    rows = json.loads((folder / "trials.json").read_text())
+    assert [row["trial"] for row in rows] == [0, 1, 2, 3]
+    for name in ("optimization_history", "param_importances", "slice", "intermediate_values"):
+        assert (folder / f"{name}.png").stat().st_size > 1000, name
+
+
+def test_the_best_config_reloads_and_trains(study, tiny, tmp_path):
+    folder, _ = study
+    best = max((t for t in load_study(tiny, "tiny").trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    cfg = load_config(folder / "best.yaml")
+    assert cfg.train.lr == best.params["train.lr"] and cfg.train.label_smoothing == best.params["train.label_smoothing"]
+    result = run_trainer(f"output.root={tmp_path}", "run.name=best", f"data.root={tiny / 'data'}", *LIGHT_VIEWS, config=str(folder / "best.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "best" / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_running_the_same_command_again_continues_the_study(study, tiny):
+    folder, _ = study
+    result = run_search(tiny, "--study", "tiny", "--trials", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Trial 4 of study tiny" in result.stdout and (folder / "trial-4" / "trial.json").is_file()
+    assert len(load_study(tiny, "tiny").trials) == 5
+
+
+def test_two_workers_share_one_sqlite_study_without_losing_or_doubling_a_trial(tiny):
+    command = search_command(tiny, "--study", "shared", "--trials", "2")
+    workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    ran = [{n for n in range(4) if f"Trial {n} of study shared" in out} for out, _ in outputs]
+    assert len(ran[0]) == len(ran[1]) == 2 and ran[0] | ran[1] == {0, 1, 2, 3}, ran
+    trials = load_study(tiny, "shared").trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert sorted(p.name for p in (tiny / "runs" / "shared").glob("trial-*")) == [f"trial-{n}" for n in range(4)]
+
+
+def test_a_diverging_trial_fails_and_the_study_goes_on(tiny):
+    (tiny / "diverging.yaml").write_text(DIVERGING)
+    result = run_search(tiny, "--study", "diverging", "--trials", "2", "tensorboard.enabled=false", space="diverging.yaml")
+    assert result.returncode == 1 and "no trial of study diverging has completed" in result.stderr, result.stderr[-3000:]
+    assert result.stdout.count("failed, the study goes on") == 2
+    trials = load_study(tiny, "diverging").trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert trials[0].user_attrs["note"].startswith("diverged: the training loss became")
+
+
+def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
+    command = search_command(tiny, "--study", "stopped", "--trials", "3", "train.max_epochs=40")
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    seen, deadline = "", time.monotonic() + 300
+    while "Epoch 1/40" not in seen and time.monotonic() < deadline:
+        seen += process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    out, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, (seen + rest)[-3000:]
+    assert "the same command continues it" in rest
+    [trial] = load_study(tiny, "stopped").trials
+    assert trial.state.name == "FAIL" and trial.user_attrs["note"] == "stopped by the user"
+    run_dir = tiny / "runs" / "stopped" / "trial-0"
+    assert json.loads((run_dir / "trial.json").read_text())["state"] == "FAIL"
+    assert list((run_dir / "checkpoints").glob("last_checkpoint_*.pt")), "the trainer's graceful stop checkpoints the run"
+
+
+@pytest.mark.parametrize(
+    "space, args, message",
+    [
+        ("space:\n  train.lrr: {type: float, low: 0.01, high: 0.1}\n", [], "train.lrr is not a config key"),
+        ("space:\n  train.lr: {}\n", [], "train.lr needs a distribution"),
+        ("space:\n  train.lr: {type: float, low: 0.1, high: 0.01}\n", [], "train.lr is not a valid float distribution"),
+        ("space:\n  train.optimizer: {type: categorical, choices: []}\n", [], "is not a valid categorical distribution"),
+        ("space:\n  train.lr: {type: float, low: -1.0, high: 0.1}\n", [], "train.lr must be positive"),
+        ("space:\n  train.max_epochs: {type: float, low: 1.5, high: 3.0}\n", [], "train.max_epochs=1.5 is refused"),
+        ("space: {}\n", [], "needs a non-empty 'space' mapping"),
+        ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study storage"),
+        ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "nosuchdb://user:secret@host/db"], "cannot open the study storage nosuchdb://user:***@host/db"),
+        ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--trials", "0"], "--trials must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2_before_any_training(tiny, tmp_path, capsys, space, args, message):
+    (tmp_path / "space.yaml").write_text(space)
+    code = search.main(["--space", str(tmp_path / "space.yaml"), *args, f"output.root={tmp_path / 'runs'}", f"data.root={tiny / 'data'}", "data.val_size=100"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err, err
+    assert "secret" not in err
+    assert not list(tmp_path.glob("runs/*/trial-*"))
+
+
+def test_a_missing_space_file_is_refused(tiny, tmp_path, capsys):
+    assert search.main(["--space", str(tmp_path / "nope.yaml"), f"data.root={tiny / 'data'}"]) == 2
+    assert "search space" in capsys.readouterr().err and os.listdir(tmp_path) == []

@@ -1,0 +1,95 @@
+"""Real clothing photos as a measure of the demo: a folder with MANIFEST.tsv, classified as the demo does.
+
+The manifest lists each photo (`path`, relative to the folder) with the Fashion-MNIST classes that count as a
+right answer (`accept`, separated by `|`: footwear accepts any of Sandal, Sneaker and Ankle boot). The photos
+measure and help choose; nothing is trained on them. `python -m benchmarks.real_photos` reports on them in
+full; the trainer ends a run with `summarise`'s figures when the folder is there.
+"""
+
+import csv
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.calibration import expected_calibration_error
+from trainer.errors import UserError
+from trainer.predict import Classifier, Prediction
+from trainer.preprocess import ImageError
+
+MANIFEST = "MANIFEST.tsv"
+
+
+def default_folder(data_root: str | Path) -> Path:
+    """Where the photos are looked for: `realphotos/` beside `FashionMNIST/`."""
+    return Path(data_root) / "realphotos"
+
+
+def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path, list[str]]]:
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise UserError(f"no {MANIFEST} in {folder}: point --photos at a folder of real photos with its manifest")
+    with manifest.open(newline="") as f:
+        rows = [(folder / row["path"], row["accept"].split("|")) for row in csv.DictReader(f, delimiter="\t")]
+    if per_group:
+        taken: Counter = Counter()
+        rows = [row for row in rows if taken.update(["|".join(row[1])]) or taken["|".join(row[1])] <= per_group]
+    return rows
+
+
+def classify_all(classifier: Classifier, rows: list[tuple[Path, list[str]]]) -> list[dict[str, Any]]:
+    """One record per photo: its group, what the model answered (or the refusal), and how long it took."""
+    records = []
+    for path, accept in rows:
+        start = time.perf_counter()
+        try:
+            prediction: Prediction | None = classifier.classify_file(path)
+            refusal = None
+        except ImageError as exc:
+            prediction, refusal = None, str(exc)
+        ms = (time.perf_counter() - start) * 1000
+        record = {"group": "|".join(accept), "accept": accept, "ms": ms, "refusal": refusal, "prediction": prediction}
+        if prediction is not None:
+            top = prediction.top(3)
+            record.update(answer=top[0][0], confidence=top[0][1], right=top[0][0] in accept,
+                          right3=any(name in accept for name, _ in top), sure=prediction.sure)
+        records.append(record)
+    return records
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    groups = list(dict.fromkeys(r["group"] for r in records))
+    answered = [r for r in records if r["prediction"] is not None]
+    per_class = {}
+    for group in groups:
+        mine = [r for r in records if r["group"] == group]
+        per_class[group] = {
+            "n": len(mine),
+            "top1": float(np.mean([r.get("right", False) for r in mine])),
+            "top3": float(np.mean([r.get("right3", False) for r in mine])),
+            "sure_share": float(np.mean([r.get("sure", False) for r in mine])),
+            "answers": dict(Counter(r.get("answer", "refused") for r in mine).most_common()),
+        }
+    confidence = np.array([r["confidence"] for r in answered])
+    right = np.array([r["right"] for r in answered], dtype=bool)
+    sure = np.array([r["sure"] for r in answered], dtype=bool)
+    ms = [r["ms"] for r in records]
+    return {
+        "n": len(records),
+        "per_class": per_class,
+        "macro_top1": float(np.mean([c["top1"] for c in per_class.values()])),
+        "macro_top3": float(np.mean([c["top3"] for c in per_class.values()])),
+        "refused": dict(Counter(r["refusal"] for r in records if r["refusal"])),
+        "cut_out_share": float(np.mean([r["prediction"].segmented for r in answered])),
+        "confidence": {
+            "mean": float(confidence.mean()),
+            "mean_when_right": float(confidence[right].mean()) if right.any() else None,
+            "mean_when_wrong": float(confidence[~right].mean()) if (~right).any() else None,
+            "ece": expected_calibration_error(confidence, right),
+        },
+        "sure": {"share": float(sure.sum() / len(records)), "accuracy": float(right[sure].mean()) if sure.any() else None},
+        "confusion": {group: per_class[group]["answers"] for group in groups},
+        "latency_ms": {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))},
+    }

@@ -1,0 +1,297 @@
+"""`python -m trainer.search [--config FILE] [--space FILE] [--trials N] [--timeout S] [--study NAME] [--storage URL]
+[key.sub=value ...]`: an Optuna study whose trials are ordinary runs of the trainer.
+
+Each trial is a run directory `<output.root>/<study>/trial-<n>/`, trained in this process by `trainer.main.training`
+with the fixed keys of `--config` and the overrides, plus the trial's values of the keys in `--space`
+(`trainer.search_space`). TPE proposes them; a pruner stops hopeless trials from inside the Ignite run. The study
+lives in an SQLite file in its folder unless `--storage` names another database, so the same command continues
+it, and several processes or machines given the same storage share it.
+"""
+
+import argparse
+import gc
+import hashlib
+import json
+import math
+import re
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ignite.engine import Engine, Events
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna_integration import PyTorchIgnitePruningHandler
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from trainer.config import DEFAULT_CONFIG, load_config
+from trainer.data import check_raw_files, ensure_downloaded
+from trainer.engines import TrainingDiverged
+from trainer.errors import UserError
+from trainer.handlers.interrupt import GracefulStop
+from trainer.handlers.tensorboard import HPARAM_KEYS
+from trainer.main import launch_settings, training
+from trainer.safe_io import atomic_write_json, exclusive
+from trainer.search_report import write_report
+from trainer.search_space import SearchSpec, as_override, load_spec
+
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search" / "lenet.yaml"
+DEFAULT_TRIALS = 20  # when neither --trials nor --timeout is given
+SQLITE_WAIT_S = 60  # how long a worker waits for another's write lock on an SQLite study before giving up
+METRIC = "hparams/val_accuracy"
+
+
+class SearchError(UserError):
+    pass
+
+
+class Stopped(Exception):
+    """A signal outside the trainer's own graceful stop: while a trial starts, between trials, or a second Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m trainer.search", description=__doc__.splitlines()[1].strip())
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config of the fixed keys (default: configs/default.yaml)")
+    parser.add_argument("--space", default=str(DEFAULT_SPACE), help="search space YAML (default: configs/search/lenet.yaml)")
+    parser.add_argument("--trials", type=int, help=f"trials this process runs (default {DEFAULT_TRIALS}, or as many as --timeout allows)")
+    parser.add_argument("--timeout", type=float, help="seconds after which this process starts no new trial")
+    parser.add_argument("--study", help="study name and folder under output.root (default: the space file's name)")
+    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///<output.root>/<study>/study.db)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides of the fixed keys, e.g. train.max_epochs=8")
+    return parser.parse_args(argv)
+
+
+def check_arguments(args: argparse.Namespace, base: DictConfig) -> None:
+    if args.trials is not None and args.trials < 1:
+        raise SearchError(f"--trials must be at least 1 (got {args.trials})")
+    if args.timeout is not None and not args.timeout > 0:
+        raise SearchError(f"--timeout must be a positive number of seconds (got {args.timeout})")
+    if args.study is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.study):
+        raise SearchError(f"--study must be a plain folder name of letters, digits, '.', '_' or '-' (got {args.study!r})")
+    if base.run.name is not None or base.resume is not None:
+        raise SearchError("run.name and resume are the study's to set (each trial is a new run trial-<n>): drop them")
+    if launch_settings(base)["nproc_per_node"] or base.dist.nproc_per_node > 1:
+        raise SearchError("a study trains each trial in its own process: drop dist.*, and run more workers on one --storage instead")
+
+
+def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec) -> optuna.Study:
+    """Create the study, or load it to continue: the same name in the same storage is the same study."""
+    if storage is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(folder / 'study.db').resolve()}"
+    # SQLite lets one process write at a time: the others wait this long for the lock instead of failing at once.
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_WAIT_S}} if storage.startswith("sqlite") else None
+    # Two processes creating a new database's tables at once collide (a UNIQUE constraint on its schema version).
+    lock = Path(tempfile.gettempdir()) / f"trainer-search-{hashlib.sha256(storage.encode()).hexdigest()[:16]}.lock"
+    try:
+        with exclusive(lock):
+            study = optuna.create_study(
+                storage=optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs),
+                study_name=name, sampler=spec.sampler, pruner=spec.pruner, direction="maximize", load_if_exists=True,
+            )
+    except Exception as exc:  # SQLAlchemy and the database drivers raise many types; all mean the same to a user
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SearchError(f"cannot open the study storage {hide_password(storage)}: {message}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    return study
+
+
+def hide_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+class PruneByTerminating(PyTorchIgnitePruningHandler):
+    """Optuna's Ignite handler, reporting the validation accuracy each epoch, that stops a hopeless trial the way
+    Ignite's EarlyStopping stops a run: `trainer.terminate()`.
+
+    The original raises `optuna.TrialPruned` from inside the evaluator, which aborts the run in mid-epoch and leaves
+    its directory without model.pt, metrics.json or the TensorBoard end views. Terminated, a pruned trial ends as a
+    shorter run does, complete and comparable with the others."""
+
+    def __init__(self, trial: Trial) -> None:
+        self.trial, self.pruned_at = trial, None
+
+    def attach(self, trainer: Engine, evaluator: Engine) -> None:
+        """`training(extend=...)`: the trainer exists only once the run has built it."""
+        super().__init__(self.trial, "accuracy", trainer)
+        self.trainer = trainer
+        evaluator.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, evaluator: Engine) -> None:
+        try:
+            super().__call__(evaluator)
+        except optuna.TrialPruned:
+            self.pruned_at = self.trainer.state.epoch
+            self.trainer.terminate()
+
+
+def raise_stopped(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
+
+
+def install_stop_handlers() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, raise_stopped)
+
+
+def take_back_signals() -> int | None:
+    """Put the study's stop handlers back after a trial; return a signal that the trial's GracefulStop caught once
+    its trainer had stopped (during the final test and export), which nothing has acted on yet."""
+    caught = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+    install_stop_handlers()
+    return caught.signum if isinstance(caught, GracefulStop) else None
+
+
+def trial_config(args: argparse.Namespace, trial: Trial, folder: Path) -> tuple[DictConfig, dict]:
+    """The trial's run config, and its recipe: the same keys minus where it ran, for `trainer.main --config`."""
+    cfg = load_config(args.config, [*args.overrides, *(as_override(key, value) for key, value in trial.params.items())])
+    recipe = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("run", "output", "resume"):
+        del recipe[key]
+    del recipe["data"]["root"]  # the data's place belongs to each machine (FASHION_MNIST_ROOT or data.root=)
+    cfg.output.root, cfg.run.name = str(folder), f"trial-{trial.number}"
+    cfg.tensorboard.hparams = False  # the study writes each trial's HParams itself, with every searched key
+    return cfg, recipe
+
+
+def run_trials(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, folder: Path) -> int:
+    """Trials until --trials or --timeout; returns the exit code of whatever stopped the study early, or 0."""
+    limit = args.trials or (None if args.timeout else DEFAULT_TRIALS)
+    deadline = time.monotonic() + args.timeout if args.timeout else math.inf
+    done = 0
+    while (limit is None or done < limit) and time.monotonic() < deadline:
+        code = run_trial(args, study, spec, folder)
+        done += 1
+        gc.collect()  # each trial holds the whole dataset in memory while it runs
+        if code:
+            return code
+    return 0
+
+
+def run_trial(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, folder: Path) -> int:
+    """Ask for a trial, train it as an ordinary run, tell the study how it ended; returns 0 to go on, else the
+    exit code that ends the study."""
+    trial = study.ask(spec.distributions)
+    run_dir, cfg, pruning = folder / f"trial-{trial.number}", None, PruneByTerminating(trial)
+    if run_dir.exists():
+        study.tell(trial, state=TrialState.FAIL)
+        print(f"error: {run_dir} already exists, from a study in another storage: choose another --study or output.root", file=sys.stderr)
+        return 2
+    try:
+        cfg, recipe = trial_config(args, trial, folder)
+        trial.set_user_attr("config", recipe)
+        trial.set_user_attr("run_dir", str(run_dir))
+        print(f"Trial {trial.number} of study {study.study_name}: {describe(trial.params)}", flush=True)
+        try:
+            code = training(0, cfg, extend=pruning.attach)
+        finally:
+            late = take_back_signals()
+    except TrainingDiverged as exc:
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"diverged: {exc}")
+        print(f"Trial {trial.number} failed, the study goes on: {exc}", flush=True)
+        return 128 + late if late else 0
+    except (Stopped, KeyboardInterrupt) as exc:
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, "stopped by the user")
+        return stopped_message(study, trial, getattr(exc, "signum", signal.SIGINT))
+    except UserError as exc:
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"cannot write: {exc}")
+        print(f"error: cannot write {exc.filename or run_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, "crashed: see the traceback")
+        raise
+    if code:  # the trainer's graceful stop: it checkpointed the run and said how to resume it on its own
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, "stopped by the user")
+        return stopped_message(study, trial, code - 128)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    state = TrialState.PRUNED if pruning.pruned_at else TrialState.COMPLETE
+    conclude(study, trial, run_dir, cfg, state, f"pruned after epoch {pruning.pruned_at}" if pruning.pruned_at else "", metrics)
+    print(f"Trial {trial.number} {state.name.lower()}: validation accuracy {metrics['val_accuracy']:.4f}, "
+          f"{metrics['epochs_run']} of {cfg.train.max_epochs} epochs", flush=True)
+    return stopped_message(study, trial, late) if late else 0
+
+
+def describe(params: dict) -> str:
+    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in params.items())
+
+
+def stopped_message(study: optuna.Study, trial: Trial, signum: int) -> int:
+    print(f"Study {study.study_name} stopped during trial {trial.number}; the same command continues it", file=sys.stderr)
+    return 128 + signum
+
+
+def conclude(study: optuna.Study, trial: Trial, run_dir: Path, cfg: DictConfig | None, state: TrialState,
+             note: str, metrics: dict | None = None) -> None:
+    """Tell the study, and leave the same in the run directory: trial.json and the trial's HParams."""
+    trial.set_user_attr("note", note)
+    if metrics is not None:
+        trial.set_user_attr("epochs_run", metrics["epochs_run"])
+    frozen = study.tell(trial, metrics["val_accuracy"] if state == TrialState.COMPLETE else None, state=state)
+    if not run_dir.is_dir():  # stopped before the run had a directory
+        return
+    record = {"study": study.study_name, "trial": trial.number, "state": state.name, "note": note, "params": trial.params}
+    if metrics is not None:
+        record |= {"val_accuracy": metrics["val_accuracy"], "epochs_run": metrics["epochs_run"]}
+    atomic_write_json(record, run_dir / "trial.json")
+    if cfg is not None and cfg.tensorboard.enabled:
+        write_hparams(run_dir, cfg, frozen, metrics["val_accuracy"] if metrics else None)
+
+
+def write_hparams(run_dir: Path, cfg: DictConfig, trial: FrozenTrial, val_accuracy: float | None) -> None:
+    """The run's HParams as a plain run writes them, plus every searched key and the trial's state, so
+    `tensorboard --logdir <study>` compares the trials; the same keys for every trial, as the HParams tab needs."""
+    values = {key: OmegaConf.select(cfg, key) for key in HPARAM_KEYS} | trial.params
+    values = {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
+    values |= {"trial": trial.number, "trial_state": trial.state.name}
+    with SummaryWriter(str(run_dir)) as writer:
+        for summary in hparams(values, {METRIC: val_accuracy}):  # only the metric's name goes into these
+            writer.file_writer.add_summary(summary)
+        if val_accuracy is not None:
+            writer.add_scalar(METRIC, val_accuracy)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the trials and the table say what Optuna's log would
+    try:
+        base = load_config(args.config, args.overrides)
+        check_arguments(args, base)
+        spec = load_spec(args.space, args.config, args.overrides)
+        name = args.study or Path(args.space).stem
+        folder = Path(base.output.root) / name
+        ensure_downloaded(base.data.root, base.data.download)
+        check_raw_files(base.data.root)
+        study = open_study(name, args.storage, folder, spec)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    install_stop_handlers()
+    try:
+        code = run_trials(args, study, spec, folder)
+        if code:
+            return code
+        print(write_report(study, folder), flush=True)
+    except Stopped as exc:
+        print(f"Study {name} stopped between trials; the same command continues it", file=sys.stderr)
+        return 128 + exc.signum
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        print(f"error: no trial of study {name} has completed: see the notes in the table above", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
