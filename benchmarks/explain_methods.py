@@ -131,7 +131,7 @@ def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.I
     images = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) / 255 for c in cells])).permute(0, 3, 1, 2)
     fig = image_grid_figure(images, titles, ncols=2 + len(classifiers) * len(METHODS), title="Attribution methods on real photos")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", action="append", required=True, help="a model.pt to compare on (repeat for more)")
     p.add_argument("--photos", type=Path, default=Path(data_root()) / "realphotos", help="folder of class folders of JPEGs")
     args = p.parse_args(argv)
-    info = machine()
     torch.set_num_threads(1)  # as demo/app.py serves
+    info = machine()
     tiles = tiles_of(real_photos(args.photos, QUICK_PER_FOLDER if args.quick else PER_FOLDER))
     classifiers = [Classifier(Path(c)) for c in args.checkpoint]
     models = {str(c.path): {"arch": c.meta["arch"], "methods": measure(c, tiles)} for c in classifiers}

@@ -20,7 +20,14 @@ CHROMIUM_ARGS = [
     "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
 ]
 TABS = ["scalars", "images", "graphs", "projector", "pr_curves", "hparams", "text", "explanations"]
-PAGES = {"explanations": "tagFilter=mistakes_explained#images"}  # a screenshot of part of a tab: what to open
+
+
+def show_explanations(page) -> None:
+    """The Images tab narrowed to test/mistakes_explained, at its actual size so that the maps can be read."""
+    page.locator("input").nth(1).fill("mistakes_explained")  # TensorBoard's tag filter (the first is the runs')
+    page.get_by_text("Show actual image size").click()
+    page.set_viewport_size({"width": 2400, "height": 1100})
+    page.wait_for_timeout(2000)
 
 
 def main() -> None:
@@ -42,8 +49,10 @@ def main() -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         for tab in args.tabs:
-            page.goto(f"http://127.0.0.1:{tb_port}/?runFilter={run_dir.name}&{PAGES.get(tab, '#' + tab)}")
+            page.goto(f"http://127.0.0.1:{tb_port}/?runFilter={run_dir.name}#{'images' if tab == 'explanations' else tab}")
             page.wait_for_timeout(6000 if tab in ("projector", "graphs") else 3500)
+            if tab == "explanations":
+                show_explanations(page)
             page.screenshot(path=str(DOCS / f"tensorboard_{tab}.png"))
         if not args.no_demo:
             page.goto(f"http://127.0.0.1:{demo_port}")

@@ -59,7 +59,7 @@ class Stopped(Exception):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m trainer.search", description=__doc__.splitlines()[1].strip())
+    parser = argparse.ArgumentParser(prog="python -m trainer.search", description="An Optuna study whose trials are ordinary runs of the trainer.")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config of the fixed keys (default: configs/default.yaml)")
     parser.add_argument("--space", default=str(DEFAULT_SPACE), help="search space YAML (default: configs/search/lenet.yaml)")
     parser.add_argument("--trials", type=int, help=f"trials this process runs (default {DEFAULT_TRIALS}, or as many as --timeout allows)")
