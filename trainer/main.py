@@ -245,6 +245,7 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
             views.close()
             logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
         logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
+    idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
     return 0
 
 
