@@ -262,10 +262,15 @@ def cut_out(image: Image.Image) -> Cutout:
 
 def _square_box(top: int, left: int, shape: tuple[int, int], to_photo: tuple[float, float]) -> tuple[float, float, float, float]:
     """The square `_finish` pads a crop at (top, left) of this shape to, in the photo's pixels."""
-    h, w = shape
-    side = max(h, w)
-    x0, y0 = left - (side - w) // 2, top - (side - h) // 2
+    side, pad_top, pad_left = _square_padding(*shape)
+    x0, y0 = left - pad_left, top - pad_top
     return (x0 * to_photo[0], y0 * to_photo[1], (x0 + side) * to_photo[0], (y0 + side) * to_photo[1])
+
+
+def _square_padding(h: int, w: int) -> tuple[int, int, int]:
+    """The side of the square an h x w crop is padded to, and where the crop sits in it (top, left): centred."""
+    side = max(h, w)
+    return side, (side - h) // 2, (side - w) // 2
 
 
 def _centre_mask(feats: np.ndarray) -> np.ndarray:
@@ -320,9 +325,8 @@ def _pass_through(rgb: Image.Image, to_photo: tuple[float, float]) -> Cutout:
 def _finish(crop: np.ndarray, sharpen: bool = True, stretch: bool = True) -> np.ndarray:
     """Pad to square keeping the garment centred, resize the longest edge to 28, sharpen, stretch to 255."""
     h, w = crop.shape
-    side = max(h, w)
+    side, top, left = _square_padding(h, w)
     square = np.zeros((side, side), dtype=np.float32)
-    top, left = (side - h) // 2, (side - w) // 2
     square[top : top + h, left : left + w] = crop
     img = Image.fromarray(np.clip(np.rint(square), 0, 255).astype(np.uint8))
     if side != SIZE:
