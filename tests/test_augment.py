@@ -5,13 +5,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from trainer.augment import PhotoAugment
+from trainer.augment import PhotoAugment, raise_sleeves, side_by_side
 from trainer.config import AugmentConfig, ConfigError, load_config
-from trainer.data import FOOTWEAR, MEAN, STD, InMemoryLoader
+from trainer.data import FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader
 
 
 def augment_with(**settings) -> PhotoAugment:
-    return PhotoAugment(OmegaConf.merge(OmegaConf.structured(AugmentConfig), {"p": 1.0, **settings}), MEAN, STD, FOOTWEAR)
+    return PhotoAugment(OmegaConf.merge(OmegaConf.structured(AugmentConfig), {"p": 1.0, **settings}), MEAN, STD, FOOTWEAR, SLEEVED)
 
 
 def run(augment: PhotoAugment, images: torch.Tensor, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,7 +72,46 @@ def test_only_footwear_is_turned_upright_as_photos_from_above_show_it():
     assert torch.allclose(out[20:], lying[20:], atol=1e-5)
 
 
-@pytest.mark.parametrize("override", ["train.augment.p=1.5", "train.augment.scale=[1.2,0.8]", "train.augment.gamma=[0,1]",
+def pullover_images(n: int) -> torch.Tensor:
+    """Normalised tiles of a long-sleeved top as product shots show it: a body with sleeves hanging down its sides."""
+    pixels = torch.zeros(n, 1, 28, 28)
+    pixels[:, :, 2:26, 9:19] = 0.8
+    pixels[:, :, 3:23, 5:9] = 0.6
+    pixels[:, :, 3:23, 19:23] = 0.6
+    return (pixels - MEAN) / STD
+
+
+def test_sleeves_of_tops_are_raised_as_laid_flat_garments_show_them():
+    labels = torch.tensor([SLEEVED[i % 4] for i in range(16)] + [1] * 16)  # tops, then trousers
+    images = pullover_images(32)
+    out = run(augment_with(p=0.0, sleeves_spread=1.0), images, labels=labels) * STD + MEAN
+    lit = out[:, 0] > 0.3
+    tall, wide = lit.any(dim=2).sum(dim=1), lit.any(dim=1).sum(dim=1)
+    assert (wide[:16] > 18).all() and (tall[:16] < 24).all(), "raised sleeves make a top wider, zoomed out to keep them in the tile"
+    assert torch.allclose(out[16:], images[16:] * STD + MEAN, atol=1e-5), "trousers have no sleeves to raise"
+
+
+def test_raising_sleeves_by_no_angle_changes_nothing():
+    x, y = torch.meshgrid(torch.linspace(-1, 1, 9), torch.linspace(-1, 1, 9), indexing="xy")
+    source_x, source_y = raise_sleeves(x[None], y[None], torch.zeros(1, 1, 1), torch.full((1, 1, 1), 0.4))
+    assert torch.allclose(source_x, x) and torch.allclose(source_y, y)
+
+
+def test_a_pair_of_shoes_is_two_shoes_side_by_side_fitted_to_the_tile():
+    upright = torch.zeros(8, 1, 28, 28)
+    upright[:, :, 2:26, 10:17] = 0.8  # a shoe from above: long and narrow
+    pair = side_by_side(upright, torch.Generator().manual_seed(0))[:, 0] > 0.3
+    for lit in pair:
+        columns = lit.any(dim=0).int()
+        runs = int((columns.diff() == 1).sum()) + int(columns[0])
+        rows, cols = torch.nonzero(lit.any(dim=1)).flatten(), torch.nonzero(columns).flatten()
+        assert runs in (1, 2), "two shoes, touching or a few pixels apart"
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 >= 25, "the pair fills the tile, as preprocess fits a photo's garment"
+        assert cols[-1] - cols[0] + 1 >= 14, "two shoes are wider than one"
+
+
+@pytest.mark.parametrize("override", ["train.augment.p=1.5", "train.augment.sleeves_spread=2",
+                                      "train.augment.scale=[1.2,0.8]", "train.augment.gamma=[0,1]",
                                       "train.augment.rotate=400", "train.augment.aspect=[1.0]"])
 def test_bad_settings_are_refused(override):
     with pytest.raises(ConfigError, match="train.augment"):

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from trainer.calibration import collect_logits, expected_calibration_error, fit_temperature, logits_ece, view_averaged_logits
+from trainer.calibration import collect_logits, expected_calibration_error, fit_temperature, logits_ece
+from trainer.views import averaged_logits, averaged_maps, views
 
 
 def calibrated_logits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,10 +37,16 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(confidence, right) == 0.5 * 0.4 + 0.5 * 0.3
 
 
-def test_view_averaged_logits_average_the_tile_and_its_mirror_image():
+def test_averaged_logits_average_the_tile_and_its_mirror_image():
     model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
     tiles = torch.randn(5, 1, 28, 28)
     expected = (model(tiles) + model(tiles.flip(3))) / 2
-    assert torch.allclose(view_averaged_logits(model, tiles), expected, atol=1e-6)
+    assert torch.allclose(averaged_logits(model, tiles), expected, atol=1e-6)
     model.train()
     assert torch.allclose(collect_logits(model, tiles), expected, atol=1e-6) and model.training, "mode restored"
+
+
+def test_maps_over_the_views_come_back_onto_the_tiles_pixels():
+    tiles = torch.randn(3, 1, 28, 28)
+    maps = views(tiles)[:, 0]  # a "map" that is the view itself: brought back, each view is the tile again
+    assert torch.allclose(averaged_maps(maps), tiles[:, 0])

@@ -29,8 +29,10 @@ def test_photos_get_the_photo_temperature_and_tiles_the_tiles_one(trained_run, t
     photo.paste((40, 45, 60), mask=garment_mask(photo.size, (150, 40, 330, 320)))
     seen = classifier.classify(photo)
     assert seen.segmented and seen.box[0] < 150 and seen.box[2] > 330
-    tile = Image.fromarray(seen.seen)  # the same garment, already a Fashion-MNIST tile: calibrated as one
     logits = classifier.logits(normalise_tile(seen.seen, classifier.mean, classifier.std)[None])[0]
+    expected = (logits / classifier.photo_temperature).softmax(0).max().item()
+    assert abs(max(seen.probabilities.values()) - expected) < 1e-5, "a photo: the photo temperature"
+    tile = Image.fromarray(seen.seen)  # the same garment, already a Fashion-MNIST tile: calibrated as one
     expected = (logits / classifier.temperature).softmax(0).max().item()
     assert abs(max(classifier.classify(tile).probabilities.values()) - expected) < 1e-5
 

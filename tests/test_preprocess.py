@@ -194,6 +194,26 @@ def test_a_garment_on_a_loud_pattern_is_classified_not_refused():
     assert iou(cut.tile > 60, expected_tile(box)) > 0.6, "the fallback must still find the garment"
 
 
+def test_a_garment_that_comes_out_in_scraps_is_cut_out_whole_by_its_colour():
+    """A grey garment on a floor of light and dark tiles: the border model finds only its dark print, in stripes.
+
+    Scraps over less than MIN_FILL of their box are not a garment; the middle's colour model finds it whole."""
+    rng = np.random.default_rng(0)
+    blocks = rng.uniform(160, 240, (20, 17, 1)).repeat(24, axis=0).repeat(24, axis=1)[:480, :400]  # a floor of light tiles
+    img = Image.fromarray(blocks.repeat(3, axis=2).astype(np.uint8))
+    box = (80, 90, 320, 400)
+    img.paste((100, 100, 100), mask=garment_mask(img.size, box))
+    stripes = Image.new("L", img.size, 0)
+    draw = ImageDraw.Draw(stripes)
+    for x in range(-480, 400, 40):
+        draw.line((x, 0, x + 480, 480), fill=255, width=13)  # diagonal stripes
+    print_mask = Image.fromarray(np.minimum(np.asarray(stripes), np.asarray(garment_mask(img.size, box))))
+    img.paste((10, 10, 10), mask=print_mask)  # a dark print across the garment only
+    cut = cut_out(img)
+    assert not cut.segmented, "the border model's scraps are replaced"
+    assert iou(cut.tile > 30, expected_tile(box)) > 0.6, "the garment comes out whole"
+
+
 def test_a_garment_filling_the_frame_is_classified_not_refused():
     img = Image.new("RGB", (300, 400), (70, 90, 60))
     img.paste((200, 200, 190), mask=garment_mask(img.size, (-40, -30, 340, 430)))  # touches every edge

@@ -11,27 +11,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainer.views import averaged_logits
+
 ECE_BINS = 15
 BATCH = 2048
 
 
-def view_averaged_logits(model: nn.Module, tiles: torch.Tensor) -> torch.Tensor:
-    """Logits averaged over each tile and its mirror image: the test-time views the demo classifies with.
-
-    Garments are nearly symmetric and training flips them, so the mirror image is an equally good look at
-    the same garment; averaging the two makes photos' answers steadier (measured in docs/real_photos.md).
-    """
-    return model(torch.cat([tiles, tiles.flip(3)])).view(2, len(tiles), -1).mean(0)
-
-
 @torch.no_grad()  # not inference_mode: fit_temperature takes gradients through these logits
 def collect_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """`view_averaged_logits` for a stack of normalised images, in eval mode, on the model's device."""
+    """`views.averaged_logits` for a stack of normalised images, in eval mode, on the model's device."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     logits = torch.cat(
-        [view_averaged_logits(model, images[i : i + BATCH].to(device)).float().cpu() for i in range(0, len(images), BATCH)]
+        [averaged_logits(model, images[i : i + BATCH].to(device)).float().cpu() for i in range(0, len(images), BATCH)]
     )
     model.train(was_training)
     return logits
@@ -72,7 +65,8 @@ def logits_ece(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 
 
 
 def calibrate(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], photo_factor: float) -> dict[str, float]:
-    """Temperatures for tiles and for photos, and the test set's calibration error before and after.
+    """Temperatures for tiles and for photos, the test set's calibration error before and after, and its accuracy
+    with the test-time views the demo classifies with (`trainer.views`).
 
     The tiles' temperature is fitted on the validation split. Photos are further from the training data and
     the network is more overconfident on them; their temperature is the tiles' times `photo_factor`, a
@@ -85,4 +79,5 @@ def calibrate(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], test: tu
         "photo_temperature": temperature * photo_factor,
         "test_ece": logits_ece(test_logits, test[1], temperature),
         "test_ece_uncalibrated": logits_ece(test_logits, test[1]),
+        "test_accuracy_views": float((test_logits.argmax(dim=1) == test[1]).float().mean()),
     }

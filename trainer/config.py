@@ -52,6 +52,7 @@ class AugmentConfig:
     texture: float = 0.0
     blur: float = 0.0
     footwear_from_above: float = 0.0  # share of shoes turned upright, alone or as a pair, as photos show them
+    sleeves_spread: float = 0.0  # share of tops (T-shirts, pullovers, coats, shirts) with their sleeves raised, as laid flat
 
 
 @dataclass
@@ -222,8 +223,9 @@ def augment_problems(a: DictConfig) -> list[str]:
             problems.append(f"train.augment.{key} must be [low, high] with 0 < low <= high (got {value})")
     if not 0 <= a.rotate <= 180 or not 0 <= a.shear <= 1 or not 0 <= a.translate <= 1:
         problems.append("train.augment.rotate must be 0-180 degrees, train.augment.shear and train.augment.translate 0-1")
-    if not 0 <= a.texture <= 1 or not 0 <= a.blur <= 1 or not 0 <= a.footwear_from_above <= 1:
-        problems.append("train.augment.texture, train.augment.blur and train.augment.footwear_from_above must be between 0 and 1")
+    shares = ("texture", "blur", "footwear_from_above", "sleeves_spread")
+    if not all(0 <= a[key] <= 1 for key in shares):
+        problems.append(f"train.augment.{', train.augment.'.join(shares)} must be between 0 and 1")
     return problems
 
 

@@ -19,6 +19,7 @@ from trainer.errors import UserError
 
 CLASS_NAMES = list(FashionMNIST.classes)
 FOOTWEAR = tuple(CLASS_NAMES.index(name) for name in ("Sandal", "Sneaker", "Ankle boot"))
+SLEEVED = tuple(CLASS_NAMES.index(name) for name in ("T-shirt/top", "Pullover", "Coat", "Shirt"))
 MEAN, STD = 0.2860, 0.3530
 
 # name -> (magic, number of dimensions, SHA-256 of the official file). Other sizes are allowed (tests write

@@ -20,6 +20,7 @@ from PIL import Image
 from trainer.heatmap import overlay
 from trainer.predict import DECODE_SIDE, Classifier, Prediction
 from trainer.preprocess import normalise_tile, open_image
+from trainer.views import averaged_maps, views
 
 METHODS = ("occlusion", "integrated_gradients", "gradient_shap", "grad_cam")
 DEFAULT_METHOD = "occlusion"
@@ -98,13 +99,11 @@ ATTRIBUTIONS: dict[str, Callable[..., torch.Tensor]] = {
 def attribute_views(
     model: nn.Module, tile: torch.Tensor, target: int, background: float, method: str = DEFAULT_METHOD, flip: bool = False
 ) -> torch.Tensor:
-    """One tile's map (28, 28); with `flip`, the mean of the tile's map and its mirror image's map mirrored back,
-    as a classifier that averages its prediction over both views sees the garment."""
-    views = torch.stack([tile, tile.flip(-1)]) if flip else tile[None]
-    maps = attribute(model, views, target, background, method)
-    if flip:
-        maps[1] = maps[1].flip(-1)
-    return maps.mean(0)
+    """One tile's map (28, 28); with `flip`, the maps of the classifier's test-time views (`trainer.views`),
+    each brought back onto the tile's pixels and averaged, as a classifier that averages its logits over them sees the garment."""
+    if not flip:
+        return attribute(model, tile[None], target, background, method)[0]
+    return averaged_maps(attribute(model, views(tile[None]), target, background, method))[0]
 
 
 @dataclass
@@ -135,7 +134,7 @@ def explain(classifier: Classifier, image: Image.Image, class_name: str | None =
     tile = normalise_tile(prediction.seen, classifier.mean, classifier.std)
     background = (0.0 - classifier.mean) / classifier.std
     target = classifier.class_names.index(class_name)
-    # the classifier averages its logits over the tile and its mirror image (Classifier.logits): so do the maps
+    # the classifier averages its logits over the tile's views (Classifier.logits): so do the maps
     heat = attribute_views(classifier.model, tile, target, background, method, flip=True)
     return Explanation(class_name, heat.numpy(), prediction, image)
 

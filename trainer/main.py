@@ -30,7 +30,7 @@ from trainer.checkpoint import (
     CheckpointError, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
 )
 from trainer.config import DEFAULT_CONFIG, FASHION_MNIST_TRAIN_SIZE, load_config, to_yaml
-from trainer.data import CLASS_NAMES, FOOTWEAR, MEAN, STD, InMemoryLoader, Splits, denormalise, load_splits
+from trainer.data import CLASS_NAMES, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, load_splits
 from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.errors import UserError
 from trainer.export import save_model_file
@@ -57,7 +57,7 @@ def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoade
     train = InMemoryLoader(
         *splits.train, per_process, shuffle=True, seed=cfg.seed, rank=rank, world_size=world, drop_last=True,
         hflip=cfg.train.hflip, max_shift=cfg.train.max_shift,
-        augment=PhotoAugment(cfg.train.augment, MEAN, STD, FOOTWEAR) if PhotoAugment.wanted(cfg.train.augment) else None,
+        augment=PhotoAugment(cfg.train.augment, MEAN, STD, FOOTWEAR, SLEEVED) if PhotoAugment.wanted(cfg.train.augment) else None,
     )
     val = InMemoryLoader(*splits.val, EVAL_BATCH_SIZE, rank=rank, world_size=world)
     test = InMemoryLoader(*splits.test, EVAL_BATCH_SIZE, rank=rank, world_size=world)

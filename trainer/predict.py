@@ -2,8 +2,8 @@
 
 The Gradio demo and the benchmarks use the same `Classifier`, so all three see a photo the same way: the
 photo is cut out to a tile (`trainer.preprocess`), the network's logits are averaged over the tile and its
-mirror image, and divided by the temperature `model.pt` holds for that kind of input, so that the top
-class's probability is about how often such an answer is right. Below `SURE` the answer is "not sure".
+mirror image (`trainer.views`), and divided by the temperature `model.pt` holds for that kind of input, so that
+the top class's probability is about how often such an answer is right. Below `SURE` the answer is "not sure".
 """
 
 import argparse
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trainer.calibration import view_averaged_logits
 from trainer.errors import UserError
 from trainer.export import load_model_file
 from trainer.preprocess import ImageError, cut_out, normalise_tile, open_image
+from trainer.views import averaged_logits
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
@@ -51,7 +51,7 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, tiles: torch.Tensor) -> torch.Tensor:
         """Logits of normalised (N, 1, 28, 28) tiles, averaged over the test-time views."""
-        return view_averaged_logits(self.model, tiles)
+        return averaged_logits(self.model, tiles)
 
     def classify(self, image: Image.Image) -> Prediction:
         cut = cut_out(image)

@@ -32,6 +32,8 @@ WORK_SIDE = 192  # the background model and the mask are computed at this size: 
 THRESHOLD = 5.5  # colour distance from the background model, in robust standard deviations
 CENTRE_THRESHOLD = 3.0  # the fallback: colour distance from the middle of the picture, in robust standard deviations
 MIN_GARMENT_SHARE = 0.02  # a cut-out smaller than this share of the picture is a speck, not the garment
+MIN_FILL = 0.4  # a cut-out covering less of its bounding box than this is scraps of a garment (chosen on real photos)
+MAX_FALLBACK_SHARE = 0.8  # a fallback cut-out larger than this share of the picture has found the background too
 BLANK_RANGE = 10.0  # a picture whose luminance and colour vary less than this (of 255) is blank
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
 
@@ -238,9 +240,13 @@ def cut_out(image: Image.Image) -> Cutout:
     distance2 = (((feats - background) / sigma) ** 2).sum(axis=2)
     mask = _main_components(_clean(distance2 > THRESHOLD**2))
     segmented = bool(mask.mean() >= MIN_GARMENT_SHARE)
-    if not segmented:
-        mask = _centre_mask(feats)
-        background = np.broadcast_to(np.median(feats[~mask], axis=0) if (~mask).any() else feats.mean(axis=(0, 1)), feats.shape)
+    if not segmented or _scraps(mask):
+        # nothing found, or only scraps of a garment close to its background in colour (its print, folds and
+        # shadows): the colour of the middle of the picture usually finds it whole
+        centre = _centre_mask(feats)
+        if not segmented or (not _scraps(centre) and centre.mean() < MAX_FALLBACK_SHARE):
+            mask, segmented = centre, False
+            background = np.broadcast_to(np.median(feats[~mask], axis=0) if (~mask).any() else feats.mean(axis=(0, 1)), feats.shape)
 
     luma, bg_luma = feats[..., 0], background[..., 0]
     lighter = float(np.median((luma - bg_luma)[mask])) > 0.0
@@ -271,6 +277,12 @@ def _square_padding(h: int, w: int) -> tuple[int, int, int]:
     """The side of the square an h x w crop is padded to, and where the crop sits in it (top, left): centred."""
     side = max(h, w)
     return side, (side - h) // 2, (side - w) // 2
+
+
+def _scraps(mask: np.ndarray) -> bool:
+    """A garment is one solid shape: pieces scattered over less than MIN_FILL of their box are not one."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return float(mask.sum()) < MIN_FILL * (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
 
 
 def _centre_mask(feats: np.ndarray) -> np.ndarray:
