@@ -208,8 +208,9 @@ def cut_out(image: Image.Image) -> Cutout:
     robust to clutter touching the border, so gradients, vignetting and tinted sheets are
     background too); the garment is what differs from it in colour, not only in brightness,
     cleaned up morphologically and reduced to its main connected component(s).  When that finds
-    nothing (a busy pattern behind the garment, or a garment filling the frame), the garment is
-    taken to be what looks like the middle of the picture (`_centre_mask`).  Its luminance is
+    nothing (a busy pattern behind the garment, or a garment filling the frame), or only scraps of
+    it (`_scraps`: a garment close to its background in colour), the garment is taken to be what
+    looks like the middle of the picture (`_centre_mask`).  Its luminance is
     negated (unless it is a light garment on a dark floor, which is light on dark already), the
     background zeroed, and its box padded to square, resized, lightly sharpened and stretched to
     peak at 255 as Fashion-MNIST tiles do.  Raises ImageError only for a blank picture.

@@ -2,8 +2,8 @@
 
 Garments are nearly symmetric and training flips them, so the mirror image is an equally good look at the same
 garment; averaging the logits of the two makes the answers on photos steadier (docs/real_photos.md). Views
-turned 8 degrees either way were measured too: they helped models trained without raised sleeves, not the
-default one, and cost Fashion-MNIST accuracy.
+turned 8 degrees either way were measured too (docs/real_photos.md, "Test-time views"): a little more right on
+photos, but less sure of them under the same temperature, and less right on Fashion-MNIST's upright tiles.
 """
 
 import torch
