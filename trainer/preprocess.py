@@ -262,9 +262,9 @@ def cut_out(image: Image.Image) -> Cutout:
     soft = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(0.6)), dtype=np.float32) / 255.0
     value = value * soft
 
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    crop = value[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return Cutout(_finish(crop), _square_box(rows[0], cols[0], crop.shape, to_photo), segmented)
+    box = _bounds(mask)
+    crop = value[box]
+    return Cutout(_finish(crop), _square_box(box[0].start, box[1].start, crop.shape, to_photo), segmented)
 
 
 def _square_box(top: int, left: int, shape: tuple[int, int], to_photo: tuple[float, float]) -> tuple[float, float, float, float]:
@@ -280,10 +280,15 @@ def _square_padding(h: int, w: int) -> tuple[int, int, int]:
     return side, (side - h) // 2, (side - w) // 2
 
 
+def _bounds(mask: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns of the smallest box around a non-empty mask's pixels."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def _scraps(mask: np.ndarray) -> bool:
     """A garment is one solid shape: pieces scattered over less than MIN_FILL of their box are not one."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return float(mask.sum()) < MIN_FILL * (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    return float(mask.sum()) < MIN_FILL * mask[_bounds(mask)].size
 
 
 def _centre_mask(feats: np.ndarray) -> np.ndarray:
@@ -326,11 +331,11 @@ def _pass_through(rgb: Image.Image, to_photo: tuple[float, float]) -> Cutout:
     on = grey > 32
     if not on.any():
         raise ImageError("The picture is blank: there is nothing but a dark background in it.")
-    rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+    box = _bounds(on)
     top, left = 0, 0
-    if max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) < 0.85 * max(h, w):  # true of 0.2% of real tiles
-        grey = grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        top, left = rows[0], cols[0]
+    if max(on[box].shape) < 0.85 * max(h, w):  # true of 0.2% of real tiles
+        grey = grey[box]
+        top, left = box[0].start, box[1].start
     tile = _finish(grey.astype(np.float32), sharpen=False, stretch=False)
     return Cutout(tile, _square_box(top, left, grey.shape, to_photo), True, photo=False)
 
