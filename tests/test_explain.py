@@ -49,8 +49,12 @@ class PatchModel(nn.Module):
 
 
 class StrokeModel(nn.Module):
-    """Class 0's logit counts vertical strokes (5 lit pixels in a column), class 1's horizontal ones, anywhere in
-    the tile: evidence by content, not by place, which is what Grad-CAM assumes."""
+    """Class 0's logit counts vertical strokes (3 or more lit pixels in a column of 5), class 1's horizontal ones,
+    anywhere in the tile: evidence by content, not by place, which is what Grad-CAM assumes.
+
+    A stroke fires from halfway along the path from black: gradient SHAP's 16 random points on that path then always
+    reach it (asking for all 5 lit, only the last fifth of the path fired, and none of the 16 did for about 3% of seeds).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,7 +63,7 @@ class StrokeModel(nn.Module):
             self.conv.weight.zero_()
             self.conv.weight[0, 0, :, 2] = 1  # a column of 5
             self.conv.weight[1, 0, 2, :] = 1  # a row of 5
-            self.conv.bias.fill_(-(4 * WHITE + BLACK))  # fires only when all 5 are lit
+            self.conv.bias.fill_(-2.5 * (WHITE + BLACK))  # fires when 3 of the 5 are lit, never for 1 across a stroke
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         counts = F.relu(self.conv(x)).sum((-2, -1))

@@ -24,9 +24,21 @@ def test_unknown_model_is_refused():
         build_model("resnet1000")
 
 
-def test_the_default_config_trains_a_wider_lenet5():
+def test_the_default_config_trains_a_wider_lenet5_with_batch_norm():
     cfg = load_config()
     model = build_model(cfg.model.name, **cfg.model.kwargs)
-    assert [n for n, _ in model.named_children()] == ["conv1", "pool", "conv2", "fc1", "fc2", "fc3"]
+    assert [n for n, _ in model.named_children()] == ["conv1", "pool", "conv2", "bn1", "bn2", "fc1", "fc2", "fc3"]
     assert (model.conv1.out_channels, model.conv2.out_channels) == (16, 32)
+    assert (model.bn1.num_features, model.bn2.num_features) == (16, 32)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_batch_norm_normalises_each_convolution_before_its_relu():
+    """In training mode every channel after conv + batch norm has mean 0 over the batch, whatever the input's scale."""
+    model = build_model("lenet5", conv1=8, conv2=16, batch_norm=True).train()
+    seen = []
+    model.bn1.register_forward_hook(lambda m, i, o: seen.append(o))
+    model.bn2.register_forward_hook(lambda m, i, o: seen.append(o))
+    model(100 * torch.randn(32, 1, 28, 28) + 7)
+    for out in seen:
+        assert out.mean((0, 2, 3)).abs().max() < 1e-4 and (out.std((0, 2, 3)) - 1).abs().max() < 0.05
