@@ -22,26 +22,26 @@ class LeNet5(nn.Module):
         self.conv1 = nn.Conv2d(1, conv1, 5)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(conv1, conv2, 5)
-        if batch_norm:  # only then: the tutorial's network keeps exactly the tutorial's layers
-            self.bn1, self.bn2 = nn.BatchNorm2d(conv1), nn.BatchNorm2d(conv2)
+        # modules only when asked for: the tutorial's network keeps exactly the tutorial's layers
+        self.bn1, self.bn2 = (nn.BatchNorm2d(conv1), nn.BatchNorm2d(conv2)) if batch_norm else (None, None)
         self.fc1 = nn.Linear(conv2 * 4 * 4, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 84-d penultimate activations, which the TensorBoard projector shows."""
-        x = self.pool(F.relu(self._normed(1, self.conv1(x))))
-        x = self.pool(F.relu(self._normed(2, self.conv2(x))))
+        x = self.pool(F.relu(_normed(self.bn1, self.conv1(x))))
+        x = self.pool(F.relu(_normed(self.bn2, self.conv2(x))))
         x = torch.flatten(x, 1)
         x = F.relu(self.fc1(x))
         return F.relu(self.fc2(x))
 
-    def _normed(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        norm = getattr(self, f"bn{layer}", None)
-        return x if norm is None else norm(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc3(self.features(x))
+
+
+def _normed(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    return x if norm is None else norm(x)
 
 
 class SmallCNN(nn.Module):
