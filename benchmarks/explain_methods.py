@@ -3,8 +3,8 @@ attribution methods of trainer.explain compared on real photos, to choose the de
 
 For each model and each method, on the tiles of real photos (10 per folder of the photo set, default
 $FASHION_MNIST_ROOT/realphotos), explaining the model's top class:
-- cost: in-process milliseconds per map, over the tile and its mirror image as the demo explains, on one torch
-  thread as the demo serves (median and p95 of the wall time, and the median of the process's CPU time, which a
+- cost: in-process milliseconds per map, over the views the demo explains a photo with (trainer.views), on one
+  torch thread as the demo serves (median and p95 of the wall time, and the median of the process's CPU time, which a
   busy machine inflates less);
 - deletion: how far the class's logit falls when the 10% of the tile's pixels the map credits most are blacked
   out, against blacking out as many garment pixels at random (median over the photos): a map that points at what
@@ -32,6 +32,7 @@ from trainer.explain import METHODS, attribute_views
 from trainer.heatmap import overlay
 from trainer.predict import DECODE_SIDE, Classifier
 from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
+from trainer.views import PHOTO_SIZES
 
 PER_FOLDER, QUICK_PER_FOLDER = 10, 2
 DELETED = 0.10  # share of the tile's pixels blacked out for the deletion score
@@ -84,7 +85,7 @@ def measure(classifier: Classifier, tiles: list[tuple[Path, Image.Image, np.ndar
             x = normalise_tile(tile, classifier.mean, classifier.std)
             target = int(logits_of(classifier, x).argmax())
             start, cpu_start = time.perf_counter(), time.process_time()
-            heat = attribute_views(classifier.model, x, target, black, method, flip=True)
+            heat = attribute_views(classifier.model, x, target, black, method, PHOTO_SIZES)
             times.append(1000 * (time.perf_counter() - start))
             cpu_times.append(1000 * (time.process_time() - cpu_start))
             drop, random = deletion_drops(classifier, x, heat, target, rng)
@@ -126,7 +127,7 @@ def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.I
             x = normalise_tile(tile, classifier.mean, classifier.std)
             target = int(logits_of(classifier, x).argmax())
             for method in METHODS:
-                cells.append(overlay(seen, attribute_views(classifier.model, x, target, black, method, flip=True).numpy()))
+                cells.append(overlay(seen, attribute_views(classifier.model, x, target, black, method, PHOTO_SIZES).numpy()))
                 titles.append(f"{classifier.meta['arch']}: {SHORT[method]}\n→ {classifier.class_names[target]}")
     images = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) / 255 for c in cells])).permute(0, 3, 1, 2)
     fig = image_grid_figure(images, titles, ncols=2 + len(classifiers) * len(METHODS), title="Attribution methods on real photos")

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from trainer.calibration import collect_logits, expected_calibration_error, fit_temperature, logits_ece
-from trainer.views import averaged_logits, averaged_maps, views
+from trainer.views import PHOTO_SIZES, averaged_logits, averaged_maps, shrunk, views
 
 
 def calibrated_logits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +46,28 @@ def test_averaged_logits_average_the_tile_and_its_mirror_image():
     assert torch.allclose(collect_logits(model, tiles), expected, atol=1e-6) and model.training, "mode restored"
 
 
+def test_a_photo_is_also_seen_smaller_with_a_black_margin():
+    black = -0.4
+    tiles = torch.full((2, 1, 28, 28), 2.0)
+    small = shrunk(tiles, 22, black)
+    assert small.shape == tiles.shape
+    assert torch.allclose(small[..., 3:25, 3:25], tiles[..., 3:25, 3:25]), "the garment, 22 pixels a side, in the middle"
+    margin = torch.ones(28, 28, dtype=torch.bool)
+    margin[3:25, 3:25] = False
+    assert (small[..., margin] == black).all()
+    assert torch.equal(shrunk(tiles, 28, black), tiles)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    faces = [tiles, tiles.flip(3), *(shrunk(tiles, size, black) for size in PHOTO_SIZES[1:])]
+    faces += [f.flip(3) for f in faces[2:]]
+    expected = torch.stack([model(f) for f in faces]).mean(0)
+    assert torch.allclose(averaged_logits(model, tiles, PHOTO_SIZES, black), expected, atol=1e-5)
+
+
 def test_maps_over_the_views_come_back_onto_the_tiles_pixels():
     tiles = torch.randn(3, 1, 28, 28)
     maps = views(tiles)[:, 0]  # a "map" that is the view itself: brought back, each view is the tile again
     assert torch.allclose(averaged_maps(maps), tiles[:, 0])
+    rows = torch.linspace(-1, 1, 28)
+    smooth = (rows.view(1, 1, 28, 1) * torch.tensor([1.0, -2.0, 0.5]).view(3, 1, 1, 1) + rows.view(1, 1, 1, 28) ** 2).float()
+    maps = views(smooth, PHOTO_SIZES)[:, 0]  # the smaller views too: shrunk and stretched back, a smooth tile is itself
+    assert (averaged_maps(maps, PHOTO_SIZES) - smooth[:, 0]).abs().max() < 0.1

@@ -13,6 +13,7 @@ from trainer.explain import METHODS, attribute, attribute_views, explain, method
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
 from trainer.predict import Classifier
+from trainer.views import TILE_SIZES
 
 BLACK = -MEAN / STD  # a black pixel, normalised: the background of every tile
 WHITE = (1 - MEAN) / STD
@@ -114,7 +115,7 @@ def test_flipped_views_are_mirrored_back():
     the single view's map; a map left mirrored would put half its mass on the wrong side."""
     tile = two_strokes()[0]
     single = attribute_views(StrokeModel(), tile, 0, BLACK, "integrated_gradients")
-    both = attribute_views(StrokeModel(), tile, 0, BLACK, "integrated_gradients", flip=True)
+    both = attribute_views(StrokeModel(), tile, 0, BLACK, "integrated_gradients", TILE_SIZES)
     assert torch.allclose(single, both, atol=1e-5)
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from trainer.config import load_config
+from trainer.export import load_model_file, save_model_file
 from trainer.model import MODELS, build_model
 
 
@@ -42,3 +43,23 @@ def test_batch_norm_normalises_each_convolution_before_its_relu():
     model(100 * torch.randn(32, 1, 28, 28) + 7)
     for out in seen:
         assert out.mean((0, 2, 3)).abs().max() < 1e-4 and (out.std((0, 2, 3)) - 1).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("name, kwargs", [("lenet5", {}), ("lenet5", {"batch_norm": True}), ("small_cnn", {"width": 8})])
+def test_a_model_file_loads_for_inference_with_the_network_s_outputs(tmp_path, name, kwargs):
+    """load_model_file folds batch norms into their convolutions: the outputs must not change."""
+    torch.manual_seed(0)
+    model = build_model(name, **kwargs).train()
+    for _ in range(3):  # running statistics away from their start, as training leaves them
+        model(3 * torch.randn(16, 1, 28, 28) + 1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(module.weight, 0.5, 2.0)
+            torch.nn.init.uniform_(module.bias, -1.0, 1.0)
+    save_model_file(tmp_path / "model.pt", model, {"arch": name, "arch_kwargs": kwargs})
+    loaded, meta = load_model_file(tmp_path / "model.pt")
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-4)
+    assert not loaded.training and meta["arch"] == name
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules()), "folded into the convolutions"

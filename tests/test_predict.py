@@ -10,6 +10,7 @@ from tests.helpers import ROOT
 from tests.not_garments import NOT_GARMENTS
 from trainer.predict import SURE, Classifier
 from trainer.preprocess import normalise_tile
+from trainer.views import PHOTO_SIZES, TILE_SIZES
 
 
 def test_pictures_that_are_not_garments_mostly_get_not_sure(trained_run):
@@ -29,12 +30,12 @@ def test_photos_get_the_photo_temperature_and_tiles_the_tiles_one(trained_run, t
     photo.paste((40, 45, 60), mask=garment_mask(photo.size, (150, 40, 330, 320)))
     seen = classifier.classify(photo)
     assert seen.segmented and seen.box[0] < 150 and seen.box[2] > 330
-    logits = classifier.logits(normalise_tile(seen.seen, classifier.mean, classifier.std)[None])[0]
-    expected = (logits / classifier.photo_temperature).softmax(0).max().item()
-    assert abs(max(seen.probabilities.values()) - expected) < 1e-5, "a photo: the photo temperature"
-    tile = Image.fromarray(seen.seen)  # the same garment, already a Fashion-MNIST tile: calibrated as one
-    expected = (logits / classifier.temperature).softmax(0).max().item()
-    assert abs(max(classifier.classify(tile).probabilities.values()) - expected) < 1e-5
+    x = normalise_tile(seen.seen, classifier.mean, classifier.std)[None]
+    expected = (classifier.logits(x, PHOTO_SIZES)[0] / classifier.photo_temperature).softmax(0).max().item()
+    assert seen.sizes == PHOTO_SIZES and abs(max(seen.probabilities.values()) - expected) < 1e-5, "a photo: its views, its temperature"
+    tile = classifier.classify(Image.fromarray(seen.seen))  # the same garment, already a Fashion-MNIST tile: seen as one
+    expected = (classifier.logits(x, TILE_SIZES)[0] / classifier.temperature).softmax(0).max().item()
+    assert tile.sizes == TILE_SIZES and abs(max(tile.probabilities.values()) - expected) < 1e-5
 
 
 def test_the_command_line_says_when_it_is_not_sure(trained_run, tmp_path):

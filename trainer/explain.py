@@ -27,7 +27,8 @@ DEFAULT_METHOD = "occlusion"
 LAYERLESS_FALLBACK = "occlusion"  # for a network without the convolution Grad-CAM needs: works on any network
 OCCLUSION_WINDOW, OCCLUSION_STRIDE = 5, 3  # 81 patches a tile: as faithful as 4 and 2 (169), at half the cost
 IG_STEPS = 32
-CHUNK = 8  # tiles per Captum call: occlusion runs 81 copies of each in one batch, about 50 MB for small_cnn
+CHUNK = 8  # tiles per Captum call
+OCCLUSION_BATCH = 162  # occluded copies per forward pass: a CPU runs 486 in one batch 3x slower per copy (its cache)
 SHAP_SAMPLES, SHAP_NOISE = 16, 0.2
 
 
@@ -65,9 +66,8 @@ def _occlusion(model: nn.Module, tiles: torch.Tensor, targets: list[int], blank:
     """How much the logit drops when a 5x5 patch of the garment is blacked out, averaged over the patches a pixel
     is in (every patch of a tile in one batch); black pixels, which blacking out leaves as they were, get none."""
     window, stride = (1, OCCLUSION_WINDOW, OCCLUSION_WINDOW), (1, OCCLUSION_STRIDE, OCCLUSION_STRIDE)
-    patches = (-(-(tiles.shape[-1] - OCCLUSION_WINDOW) // OCCLUSION_STRIDE) + 1) ** 2
     maps = Occlusion(model).attribute(
-        tiles, window, strides=stride, baselines=blank, target=targets, perturbations_per_eval=patches
+        tiles, window, strides=stride, baselines=blank, target=targets, perturbations_per_eval=max(1, OCCLUSION_BATCH // len(tiles))
     )
     return maps * (tiles != blank)
 
@@ -97,13 +97,15 @@ ATTRIBUTIONS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def attribute_views(
-    model: nn.Module, tile: torch.Tensor, target: int, background: float, method: str = DEFAULT_METHOD, flip: bool = False
+    model: nn.Module, tile: torch.Tensor, target: int, background: float, method: str = DEFAULT_METHOD,
+    sizes: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """One tile's map (28, 28); with `flip`, the maps of the classifier's test-time views (`trainer.views`),
-    each brought back onto the tile's pixels and averaged, as a classifier that averages its logits over them sees the garment."""
-    if not flip:
+    """One tile's map (28, 28); with `sizes`, the maps of the classifier's test-time views at those sizes
+    (`trainer.views`), each brought back onto the tile's pixels and averaged, as a classifier that averages its
+    logits over them sees the garment."""
+    if sizes is None:
         return attribute(model, tile[None], target, background, method)[0]
-    return averaged_maps(attribute(model, views(tile[None]), target, background, method))[0]
+    return averaged_maps(attribute(model, views(tile[None], sizes, background), target, background, method), sizes)[0]
 
 
 @dataclass
@@ -132,10 +134,9 @@ def explain(classifier: Classifier, image: Image.Image, class_name: str | None =
     prediction = classifier.classify(image)
     class_name = class_name or prediction.top(1)[0][0]
     tile = normalise_tile(prediction.seen, classifier.mean, classifier.std)
-    background = (0.0 - classifier.mean) / classifier.std
     target = classifier.class_names.index(class_name)
     # the classifier averages its logits over the tile's views (Classifier.logits): so do the maps
-    heat = attribute_views(classifier.model, tile, target, background, method, flip=True)
+    heat = attribute_views(classifier.model, tile, target, classifier.background, method, prediction.sizes)
     return Explanation(class_name, heat.numpy(), prediction, image)
 
 

@@ -20,11 +20,11 @@ from PIL import Image
 from trainer.errors import UserError
 from trainer.export import load_model_file
 from trainer.preprocess import ImageError, cut_out, normalise_tile, open_image
-from trainer.views import averaged_logits
+from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
-SURE = 0.7  # the calibrated probability below which the demo says it is not sure (chosen on real photos)
+SURE = 0.65  # the calibrated probability below which the demo says it is not sure (chosen on real photos)
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Prediction:
     box: tuple[float, float, float, float]  # the square of the decoded photo that the tile shows
     segmented: bool  # False: the garment could not be cut out, and the middle of the picture was used
     sure: bool  # the top class's probability is at least SURE
+    sizes: tuple[int, ...] = TILE_SIZES  # the sizes of the test-time views it was classified with (trainer.views)
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
@@ -45,19 +46,21 @@ class Classifier:
         self.path = Path(model_path)
         self.class_names: list[str] = list(self.meta["class_names"])
         self.mean, self.std = float(self.meta["mean"][0]), float(self.meta["std"][0])
+        self.background = (0.0 - self.mean) / self.std  # a black pixel, normalised
         self.temperature = float(self.meta.get("temperature", 1.0))  # model.pt files older than calibration: 1
         self.photo_temperature = float(self.meta.get("photo_temperature", self.temperature))
 
     @torch.inference_mode()
-    def logits(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Logits of normalised (N, 1, 28, 28) tiles, averaged over the test-time views."""
-        return averaged_logits(self.model, tiles)
+    def logits(self, tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES) -> torch.Tensor:
+        """Logits of normalised (N, 1, 28, 28) tiles, averaged over the test-time views at these sizes."""
+        return averaged_logits(self.model, tiles, sizes, self.background)
 
     def classify(self, image: Image.Image) -> Prediction:
         cut = cut_out(image)
-        temperature = self.photo_temperature if cut.photo else self.temperature
-        probs = F.softmax(self.logits(normalise_tile(cut.tile, self.mean, self.std)[None])[0] / temperature, dim=0)
-        return Prediction(dict(zip(self.class_names, probs.tolist())), cut.tile, cut.box, cut.segmented, probs.max().item() >= SURE)
+        sizes, temperature = (PHOTO_SIZES, self.photo_temperature) if cut.photo else (TILE_SIZES, self.temperature)
+        probs = F.softmax(self.logits(normalise_tile(cut.tile, self.mean, self.std)[None], sizes)[0] / temperature, dim=0)
+        sure = probs.max().item() >= SURE
+        return Prediction(dict(zip(self.class_names, probs.tolist())), cut.tile, cut.box, cut.segmented, sure, sizes)
 
     def classify_file(self, source: str | Path | bytes) -> Prediction:
         """Decode an untrusted upload safely (raising ImageError with a user-facing sentence), then classify it."""
