@@ -54,6 +54,7 @@ def main() -> None:
             if tab == "explanations":
                 show_explanations(page)
             page.screenshot(path=str(DOCS / f"tensorboard_{tab}.png"))
+        page.set_viewport_size({"width": 1400, "height": 900})  # the explanations tab widens it
         if not args.no_demo:
             page.goto(f"http://127.0.0.1:{demo_port}")
             page.wait_for_timeout(2000)
