@@ -64,7 +64,7 @@ def logit(classifier: Classifier, x: torch.Tensor, target: int) -> float:
 
 def deletion_drops(classifier: Classifier, x: torch.Tensor, heat: torch.Tensor, target: int, rng: np.random.Generator):
     """The class logit's fall when the most-credited pixels are blacked out, and when as many garment pixels are."""
-    black = (0.0 - classifier.mean) / classifier.std
+    black = classifier.background
     k = round(DELETED * heat.numel())
     before = logit(classifier, x, target)
     ranked = x.clone()
@@ -76,7 +76,7 @@ def deletion_drops(classifier: Classifier, x: torch.Tensor, heat: torch.Tensor, 
 
 
 def measure(classifier: Classifier, tiles: list[tuple[Path, Image.Image, np.ndarray]]) -> dict[str, dict[str, float]]:
-    black = (0.0 - classifier.mean) / classifier.std
+    black = classifier.background
     results = {}
     for method in METHODS:
         times, cpu_times, drops, randoms = [], [], [], []
@@ -123,7 +123,7 @@ def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.I
         cells += [square(image, CELL), seen]
         titles += [photo_path.parent.name, "tile"]
         for classifier in classifiers:
-            black = (0.0 - classifier.mean) / classifier.std
+            black = classifier.background
             x = normalise_tile(tile, classifier.mean, classifier.std)
             target = int(logits_of(classifier, x).argmax())
             for method in METHODS:

@@ -19,12 +19,19 @@ PHOTO_SIZES = (28, 22)  # the tile a photo was cut out to, in pixels a side
 
 def shrunk(tiles: torch.Tensor, size: int, background: float) -> torch.Tensor:
     """(N, 1, H, W) tiles resized to size x size in the middle of a tile of `background` (the normalised black)."""
-    full = tiles.shape[-1]
-    if size == full:
+    if size == tiles.shape[-1]:
         return tiles
     small = F.interpolate(tiles - background, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    middle = _middle(tiles.shape[-1], size)
+    out = torch.full_like(tiles, background)
+    out[..., middle, middle] = small + background
+    return out
+
+
+def _middle(full: int, size: int) -> slice:
+    """Where a view shrunk to `size` lies in its `full`-sized tile, along either axis."""
     before = (full - size) // 2
-    return F.pad(small, (before, full - size - before) * 2) + background
+    return slice(before, before + size)
 
 
 def views(tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: float = 0.0) -> torch.Tensor:
@@ -46,7 +53,7 @@ def averaged_maps(maps: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES) -> to
     per_view = torch.cat([per_view[0], per_view[1].flip(-1)])
     back = []
     for size, view_maps in zip(sizes * 2, per_view):
-        before = (full - size) // 2
-        square = view_maps[:, before : before + size, before : before + size]
+        middle = _middle(full, size)
+        square = view_maps[:, middle, middle]
         back.append(square if size == full else F.interpolate(square[:, None], size=(full, full), mode="bilinear", align_corners=False)[:, 0])
     return torch.stack(back).mean(0)
