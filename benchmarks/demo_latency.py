@@ -6,7 +6,9 @@
   to its /predict endpoint and downloading the answer, from 1 client and then from 16 clients at once. The
   clients are made with `ssl_verify=False`: the demo speaks plain HTTP, so there is no certificate to verify,
   and with the default gradio_client builds a new httpx client with a fresh TLS context, loading the system's
-  CA certificates, for every file it uploads or downloads: about 30 ms each on this CPU, twice per photo;
+  CA certificates, for every file it uploads or downloads: about 30 ms each on this CPU, twice per photo.
+  The demo keeps its last 16 uploads' predictions (`Classifier.read_file`), so a photo sent again, by the
+  warm-up or by another client, is answered without classifying it again, as it would be for a user;
 - http_default_client: 1 client with gradio_client's defaults, to show that cost.
 The checkpoint defaults to the newest runs/*/model.pt; with --quick and none there, a quick model is trained first.
 
@@ -62,7 +64,7 @@ def in_process(checkpoint: Path, images: list[Path], explain: bool = False) -> d
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as demo/app.py serves
     try:
-        classifier = Classifier(checkpoint)
+        classifier = Classifier(checkpoint, remember=0)  # every request decoded and classified: none served from memory
         work = functools.partial(explained, classifier) if explain else classifier.classify_file
         for path in images[:WARM_UP]:
             work(path)

@@ -8,7 +8,8 @@ from PIL import Image
 from tests.bad_images import garment_mask
 from tests.helpers import ROOT
 from tests.not_garments import NOT_GARMENTS
-from trainer.predict import SURE, Classifier
+from trainer.explain import explain_file
+from trainer.predict import RECENT_UPLOADS, SURE, Classifier
 from trainer.preprocess import normalise_tile
 from trainer.views import PHOTO_SIZES, TILE_SIZES
 
@@ -46,3 +47,28 @@ def test_the_command_line_says_when_it_is_not_sure(trained_run, tmp_path):
     assert result.returncode == 0 and f"{path}: " in result.stdout
     prediction = Classifier(trained_run / "model.pt").classify_file(path)
     assert ("not sure" in result.stdout) == (not prediction.sure)
+
+
+def test_an_upload_is_decoded_and_classified_once_for_its_answer_verdict_and_explanation(trained_run, tmp_path, monkeypatch):
+    """The demo asks for each upload's answer, the answer in words and its explanation: one cut-out and
+    classification serves all three, for a file or for bytes; a file that changes, or other bytes, are new uploads."""
+    classifier = Classifier(trained_run / "model.pt")
+    classified = []
+    classify = classifier.classify
+    monkeypatch.setattr(classifier, "classify", lambda image: classified.append(image) or classify(image))
+    photo = Image.new("RGB", (480, 360), (236, 233, 228))
+    photo.paste((40, 45, 60), mask=garment_mask(photo.size, (150, 40, 330, 320)))
+    path = tmp_path / "upload.png"
+    photo.save(path)
+    answer = classifier.classify_file(path)
+    assert classifier.classify_file(str(path)) is answer
+    assert explain_file(classifier, path).prediction is answer and len(classified) == 1
+    photo.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(path)
+    assert classifier.classify_file(path) is not answer and len(classified) == 2, "the file changed: a new upload"
+    data = path.read_bytes()
+    from_bytes = classifier.classify_file(data)
+    assert classifier.classify_file(bytes(data)) is from_bytes and len(classified) == 3
+    assert from_bytes.probabilities == classifier.classify_file(path).probabilities
+    for n in range(RECENT_UPLOADS + 1):
+        classifier.classify_file(data + bytes(n + 1))  # trailing bytes: the same picture, other uploads
+    assert classifier.classify_file(data) is not from_bytes, "only the most recent uploads are kept"

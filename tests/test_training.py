@@ -16,8 +16,9 @@ from ignite.handlers import EMAHandler
 from omegaconf import OmegaConf
 
 from tests.helpers import DATA_ROOT, ROOT, read_metrics, run_trainer, write_idx
-from trainer.data import CLASS_NAMES, load_splits
-from trainer.engines import FusedEMAHandler
+from trainer.config import load_config
+from trainer.data import CLASS_NAMES, InMemoryLoader, load_splits
+from trainer.engines import FusedEMAHandler, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.model import build_model
 
 
@@ -111,6 +112,38 @@ def test_fused_moving_average_is_ignites(name):
     for key, tensor in expected.items():
         torch.testing.assert_close(averaged[key], tensor, rtol=1e-5, atol=1e-6, msg=key)
         assert averaged[key].is_floating_point() != torch.equal(averaged[key], current[key]), key
+
+
+class AutocastProbe(torch.nn.Module):
+    """A linear layer that records whether it ran under CPU bf16 autocast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(28 * 28, 10)
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x.flatten(1))
+        self.seen.append(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize("wanted, native, expected", [(True, True, torch.bfloat16), (True, False, torch.float32), (False, True, torch.float32)])
+def test_cpu_bf16_autocasts_only_where_asked_and_native(monkeypatch, caplog, wanted, native, expected):
+    """train.cpu_bf16 runs the forward pass under bf16 autocast, with a float32 loss; a CPU without native bf16
+    (where it would be emulated, slower than fp32) trains in fp32 and says so."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    cfg = load_config(overrides=[f"train.cpu_bf16={wanted}", "train.max_epochs=1"])
+    images, labels = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
+    loader = InMemoryLoader(images, labels, batch_size=32, shuffle=True, drop_last=True)
+    model = AutocastProbe()
+    optimizer = create_optimizer(model, cfg)
+    trainer = create_trainer(model, optimizer, torch.nn.CrossEntropyLoss(), create_lr_scheduler(optimizer, cfg, len(loader)),
+                             loader, cfg, torch.device("cpu"), log_every=1)
+    trainer.run(loader, max_epochs=1)
+    assert model.seen == [expected, expected] and isinstance(trainer.state.output, float)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert ("no native bf16" in caplog.text) == (wanted and not native)
 
 
 def test_a_run_without_the_average_resumes_with_it(tmp_path):

@@ -70,7 +70,8 @@ class TrainConfig:
     hflip: bool = True
     max_shift: int = 0
     early_stopping_patience: int = 0
-    amp: bool = True
+    amp: bool = True  # on CUDA: bf16 autocast, or fp16 with a gradient scaler where the GPU has no bf16
+    cpu_bf16: bool = False  # on a CPU with native bf16: bf16 autocast (configs/strong.yaml; docs/search.md)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

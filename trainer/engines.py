@@ -1,6 +1,8 @@
 """Ignite engines: the trainer (with its LR schedule and loss metrics) and the evaluators."""
 
+import logging
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -95,11 +97,12 @@ def create_trainer(
     Both are attached on every rank: Ignite metrics all-reduce when computed, so all ranks must compute them.
     """
     amp = device.type == "cuda" and cfg.train.amp
-    bf16 = amp and torch.cuda.is_bf16_supported()  # bf16 needs no loss scaling; older GPUs get fp16 with a scaler
+    # bf16 needs no loss scaling; older GPUs get fp16 with a scaler
+    bf16 = (amp and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cfg.train.cpu_bf16 and cpu_has_bf16())
     trainer = create_supervised_trainer(
         model, optimizer, loss_fn, device=device, non_blocking=True,
         amp_mode="amp" if amp and not bf16 else None, scaler=amp and not bf16,
-        model_fn=bf16_forward if bf16 else lambda m, x: m(x),
+        model_fn=partial(bf16_forward, device_type=device.type) if bf16 else lambda m, x: m(x),
     )
 
     @trainer.on(Events.EPOCH_STARTED)
@@ -130,9 +133,17 @@ def create_trainer(
     return trainer
 
 
-def bf16_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+def bf16_forward(model: nn.Module, x: torch.Tensor, device_type: str) -> torch.Tensor:
+    with torch.autocast(device_type, dtype=torch.bfloat16):
         return model(x).float()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX512-BF16 or AMX): elsewhere bf16 is emulated, slower than fp32."""
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return True
+    logging.getLogger("trainer").warning("train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the run trains in fp32")
+    return False
 
 
 def create_evaluator(model: nn.Module, loss_fn: nn.Module, device: torch.device, num_classes: int | None = None) -> Engine:

@@ -18,8 +18,8 @@ from captum.attr import GradientShap, IntegratedGradients, LayerAttribution, Lay
 from PIL import Image
 
 from trainer.heatmap import overlay
-from trainer.predict import DECODE_SIDE, Classifier, Prediction
-from trainer.preprocess import normalise_tile, open_image
+from trainer.predict import Classifier, Prediction
+from trainer.preprocess import normalise_tile
 from trainer.views import averaged_maps, views
 
 METHODS = ("occlusion", "integrated_gradients", "gradient_shap", "grad_cam")
@@ -129,17 +129,23 @@ class Explanation:
 
 def explain(classifier: Classifier, image: Image.Image, class_name: str | None = None, method: str = DEFAULT_METHOD) -> Explanation:
     """Classify the photo as the classifier does and explain `class_name` (default: the top class) on its tile."""
+    return explain_prediction(classifier, image, classifier.classify(image), class_name, method)
+
+
+def explain_file(classifier: Classifier, source: str | Path | bytes, class_name: str | None = None) -> Explanation:
+    """`explain` for an untrusted upload, decoded and classified as `Classifier.read_file` does (once per upload)."""
+    return explain_prediction(classifier, *classifier.read_file(source), class_name)
+
+
+def explain_prediction(
+    classifier: Classifier, image: Image.Image, prediction: Prediction, class_name: str | None = None, method: str = DEFAULT_METHOD
+) -> Explanation:
+    """Explain `class_name` (default: the top class) on the tile of `prediction`, the classifier's answer for `image`."""
     if class_name is not None and class_name not in classifier.class_names:
         raise ValueError(f"unknown class {class_name!r}: one of {', '.join(classifier.class_names)}")
-    prediction = classifier.classify(image)
     class_name = class_name or prediction.top(1)[0][0]
     tile = normalise_tile(prediction.seen, classifier.mean, classifier.std)
     target = classifier.class_names.index(class_name)
     # the classifier averages its logits over the tile's views (Classifier.logits): so do the maps
     heat = attribute_views(classifier.model, tile, target, classifier.background, method, prediction.sizes)
     return Explanation(class_name, heat.numpy(), prediction, image)
-
-
-def explain_file(classifier: Classifier, source: str | Path | bytes, class_name: str | None = None) -> Explanation:
-    """`explain` for an untrusted upload, decoded as `Classifier.classify_file` decodes it."""
-    return explain(classifier, open_image(source, max_side=DECODE_SIDE), class_name)

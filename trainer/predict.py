@@ -7,8 +7,11 @@ the top class's probability is about how often such an answer is right. Below `S
 """
 
 import argparse
+import hashlib
 import os
 import sys
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
 SURE = 0.65  # the calibrated probability below which the demo says it is not sure (chosen on real photos)
+RECENT_UPLOADS = 16  # uploads whose decoded image and prediction the demo's classifier keeps (`Classifier.read_file`)
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, remember: int = RECENT_UPLOADS) -> None:
         self.model, self.meta = load_model_file(model_path)
         self.path = Path(model_path)
         self.class_names: list[str] = list(self.meta["class_names"])
@@ -49,6 +53,9 @@ class Classifier:
         self.background = (0.0 - self.mean) / self.std  # a black pixel, normalised
         self.temperature = float(self.meta.get("temperature", 1.0))  # model.pt files older than calibration: 1
         self.photo_temperature = float(self.meta.get("photo_temperature", self.temperature))
+        self.remember = remember  # uploads whose decoded image and prediction `read_file` keeps
+        self._recent: OrderedDict[tuple, tuple[Image.Image, Prediction]] = OrderedDict()
+        self._recent_lock = threading.Lock()  # the demo classifies several uploads at once
 
     @torch.inference_mode()
     def logits(self, tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES) -> torch.Tensor:
@@ -64,7 +71,40 @@ class Classifier:
 
     def classify_file(self, source: str | Path | bytes) -> Prediction:
         """Decode an untrusted upload safely (raising ImageError with a user-facing sentence), then classify it."""
-        return self.classify(open_image(source, max_side=DECODE_SIDE))
+        return self.read_file(source)[1]
+
+    def read_file(self, source: str | Path | bytes) -> tuple[Image.Image, Prediction]:
+        """The decoded upload and its prediction.
+
+        The demo asks for each upload three times (its answer, that answer in words, and the explanation), so the
+        last `remember` uploads are kept, by their content: each is decoded, cut out and classified once.
+        """
+        key = upload_key(source)
+        with self._recent_lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return self._recent[key]
+        image = open_image(source, max_side=DECODE_SIDE)
+        result = image, self.classify(image)
+        if key is not None and self.remember:
+            with self._recent_lock:
+                self._recent[key] = result
+                while len(self._recent) > self.remember:
+                    self._recent.popitem(last=False)
+        return result
+
+
+def upload_key(source: str | Path | bytes) -> tuple | None:
+    """What identifies an upload's content: the digest of its bytes, or the file and when it last changed.
+
+    None when the file cannot be looked at: `open_image` then says why, in a sentence for the user."""
+    if isinstance(source, bytes):
+        return ("bytes", hashlib.blake2b(source, digest_size=16).digest())
+    try:
+        status = os.stat(source)
+    except (OSError, ValueError):
+        return None
+    return ("file", os.path.realpath(source), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def newest_model(runs_root: str | Path = "runs") -> Path | None:
