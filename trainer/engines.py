@@ -97,8 +97,11 @@ def create_trainer(
     Both are attached on every rank: Ignite metrics all-reduce when computed, so all ranks must compute them.
     """
     amp = device.type == "cuda" and cfg.train.amp
-    # bf16 needs no loss scaling; older GPUs get fp16 with a scaler
-    bf16 = (amp and torch.cuda.is_bf16_supported()) or (device.type == "cpu" and cfg.train.cpu_bf16 and cpu_has_bf16())
+    cpu_bf16 = device.type == "cpu" and cfg.train.cpu_bf16
+    if cpu_bf16 and not cpu_has_bf16():
+        logging.getLogger("trainer").warning("train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the run trains in fp32")
+        cpu_bf16 = False
+    bf16 = (amp and torch.cuda.is_bf16_supported()) or cpu_bf16  # bf16 needs no loss scaling; older GPUs get fp16 with a scaler
     trainer = create_supervised_trainer(
         model, optimizer, loss_fn, device=device, non_blocking=True,
         amp_mode="amp" if amp and not bf16 else None, scaler=amp and not bf16,
@@ -140,10 +143,7 @@ def bf16_forward(model: nn.Module, x: torch.Tensor, device_type: str) -> torch.T
 
 def cpu_has_bf16() -> bool:
     """Whether oneDNN runs bf16 natively here (AVX512-BF16 or AMX): elsewhere bf16 is emulated, slower than fp32."""
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return True
-    logging.getLogger("trainer").warning("train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the run trains in fp32")
-    return False
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def create_evaluator(model: nn.Module, loss_fn: nn.Module, device: torch.device, num_classes: int | None = None) -> Engine:

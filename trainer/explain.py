@@ -127,25 +127,25 @@ class Explanation:
         return overlay(self.image.convert("RGB"), self.heat, self.prediction.box)
 
 
-def explain(classifier: Classifier, image: Image.Image, class_name: str | None = None, method: str = DEFAULT_METHOD) -> Explanation:
-    """Classify the photo as the classifier does and explain `class_name` (default: the top class) on its tile."""
-    return explain_prediction(classifier, image, classifier.classify(image), class_name, method)
-
-
-def explain_file(classifier: Classifier, source: str | Path | bytes, class_name: str | None = None) -> Explanation:
-    """`explain` for an untrusted upload, decoded and classified as `Classifier.read_file` does (once per upload)."""
-    return explain_prediction(classifier, *classifier.read_file(source), class_name)
-
-
-def explain_prediction(
-    classifier: Classifier, image: Image.Image, prediction: Prediction, class_name: str | None = None, method: str = DEFAULT_METHOD
+def explain(
+    classifier: Classifier, image: Image.Image, class_name: str | None = None, method: str = DEFAULT_METHOD,
+    prediction: Prediction | None = None,
 ) -> Explanation:
-    """Explain `class_name` (default: the top class) on the tile of `prediction`, the classifier's answer for `image`."""
+    """Explain `class_name` (default: the top class) on the photo's tile, as the classifier sees it: `prediction`,
+    its answer for `image` when already made, else classified here."""
     if class_name is not None and class_name not in classifier.class_names:
         raise ValueError(f"unknown class {class_name!r}: one of {', '.join(classifier.class_names)}")
+    if prediction is None:
+        prediction = classifier.classify(image)
     class_name = class_name or prediction.top(1)[0][0]
     tile = normalise_tile(prediction.seen, classifier.mean, classifier.std)
     target = classifier.class_names.index(class_name)
     # the classifier averages its logits over the tile's views (Classifier.logits): so do the maps
     heat = attribute_views(classifier.model, tile, target, classifier.background, method, prediction.sizes)
     return Explanation(class_name, heat.numpy(), prediction, image)
+
+
+def explain_file(classifier: Classifier, source: str | Path | bytes, class_name: str | None = None) -> Explanation:
+    """`explain` for an untrusted upload, decoded and classified as `Classifier.read_file` does (once per upload)."""
+    image, prediction = classifier.read_file(source)
+    return explain(classifier, image, class_name, prediction=prediction)
