@@ -110,7 +110,23 @@ def test_a_pair_of_shoes_is_two_shoes_side_by_side_fitted_to_the_tile():
         assert cols[-1] - cols[0] + 1 >= 14, "two shoes are wider than one"
 
 
-@pytest.mark.parametrize("override", ["train.augment.p=1.5", "train.augment.sleeves_spread=2",
+def test_random_erasing_fills_one_rectangle_of_the_chosen_images_with_noise():
+    images = bar_images(64)
+    out = run(augment_with(p=0.0, erase=0.5), images, seed=3)
+    differs = (out - images).abs() > 1e-4
+    changed = differs.flatten(1).any(dim=1)
+    assert 16 <= int(changed.sum()) <= 48, "about half of the images are erased"
+    assert torch.allclose(out[~changed], images[~changed], atol=1e-5)
+    for after, where in zip(out[changed], differs[changed]):
+        rows, cols = torch.nonzero(where[0], as_tuple=True)
+        box = slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)
+        assert where[0][box].float().mean() > 0.9, "one solid rectangle"
+        noise = after[0][box] * STD + MEAN
+        assert noise.numel() >= 8 and noise.min() >= 0 and noise.max() <= 1, "of noise in [0, 1]"
+        assert noise.std() > 0.1, "noise, not a flat fill"
+
+
+@pytest.mark.parametrize("override", ["train.augment.p=1.5", "train.augment.sleeves_spread=2", "train.augment.erase=-0.1",
                                       "train.augment.scale=[1.2,0.8]", "train.augment.gamma=[0,1]",
                                       "train.augment.rotate=400", "train.augment.aspect=[1.0]"])
 def test_bad_settings_are_refused(override):

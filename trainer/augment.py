@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 SLEEVE_ANGLE = (10.0, 60.0)  # degrees a hanging sleeve is raised, as flat-laid tops show them
 SLEEVE_PIVOT = (0.35, 0.5)  # the shoulder's distance from the middle, in half-widths of the tile
 SHOULDER = -0.75  # the shoulders' height, from -1 (top) to 1 (bottom)
+ERASE_AREA = (0.02, 0.4)  # share of the tile a random erasing covers (Zhong et al.'s defaults)
+ERASE_ASPECT = (0.3, 3.3)
 BLUR_KERNEL = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]).div_(16).view(1, 1, 3, 3)
 
 
@@ -34,7 +36,7 @@ class PhotoAugment:
 
     @staticmethod
     def wanted(cfg: DictConfig) -> bool:
-        return cfg.p > 0 or cfg.footwear_from_above > 0 or cfg.sleeves_spread > 0
+        return cfg.p > 0 or cfg.footwear_from_above > 0 or cfg.sleeves_spread > 0 or cfg.erase > 0
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         c = self.cfg
@@ -46,6 +48,8 @@ class PhotoAugment:
         pixels = self.warp(pixels, chosen, spread, g)
         if list(c.gamma) != [1, 1] or list(c.contrast) != [1, 1] or c.texture > 0 or c.blur > 0:
             pixels = self.tone(pixels, chosen, g)
+        if c.erase > 0:
+            pixels = erase(pixels, torch.rand(len(images), generator=g) < c.erase, g)
         return (pixels - self.mean) / self.std
 
     def warp(self, pixels: torch.Tensor, chosen: torch.Tensor, spread: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -125,6 +129,24 @@ def uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor
 
 def log_uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
     return torch.exp(uniform(n, math.log(low), math.log(high), g))
+
+
+def erase(pixels: torch.Tensor, chosen: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2017): a rectangle of 2-40% of the tile, of any aspect from 1:3 to 3:1, filled
+    with noise, in each chosen image: a regulariser that makes the network use the whole garment, not one part."""
+    n, size = len(pixels), pixels.shape[-1]
+    area = uniform(n, ERASE_AREA[0], ERASE_AREA[1], g) * size * size
+    aspect = log_uniform(n, ERASE_ASPECT[0], ERASE_ASPECT[1], g)
+    h = (area * aspect).sqrt().round().clamp(1, size)
+    w = (area / aspect).sqrt().round().clamp(1, size)
+    top = (torch.rand(n, generator=g) * (size - h + 1)).floor()
+    left = (torch.rand(n, generator=g) * (size - w + 1)).floor()
+    noise = torch.rand(pixels.shape, generator=g)
+    index = torch.arange(size)
+    rows = (index >= top.view(n, 1)) & (index < (top + h).view(n, 1))
+    cols = (index >= left.view(n, 1)) & (index < (left + w).view(n, 1))
+    inside = (rows.view(n, 1, size, 1) & cols.view(n, 1, 1, size)) & chosen.view(n, 1, 1, 1)
+    return torch.where(inside, noise, pixels)
 
 
 def raise_sleeves(x: torch.Tensor, y: torch.Tensor, angle: torch.Tensor, pivot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

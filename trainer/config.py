@@ -53,6 +53,7 @@ class AugmentConfig:
     blur: float = 0.0
     footwear_from_above: float = 0.0  # share of shoes turned upright, alone or as a pair, as photos show them
     sleeves_spread: float = 0.0  # share of tops (T-shirts, pullovers, coats, shirts) with their sleeves raised, as laid flat
+    erase: float = 0.0  # share of images with a random rectangle replaced by noise (random erasing; configs/strong.yaml)
 
 
 @dataclass
@@ -224,7 +225,7 @@ def augment_problems(a: DictConfig) -> list[str]:
             problems.append(f"train.augment.{key} must be [low, high] with 0 < low <= high (got {value})")
     if not 0 <= a.rotate <= 180 or not 0 <= a.shear <= 1 or not 0 <= a.translate <= 1:
         problems.append("train.augment.rotate must be 0-180 degrees, train.augment.shear and train.augment.translate 0-1")
-    shares = ("texture", "blur", "footwear_from_above", "sleeves_spread")
+    shares = ("texture", "blur", "footwear_from_above", "sleeves_spread", "erase")
     if not all(0 <= a[key] <= 1 for key in shares):
         problems.append(f"train.augment.{', train.augment.'.join(shares)} must be between 0 and 1")
     return problems
