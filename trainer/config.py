@@ -53,7 +53,7 @@ class AugmentConfig:
     blur: float = 0.0
     footwear_from_above: float = 0.0  # share of shoes turned upright, alone or as a pair, as photos show them
     sleeves_spread: float = 0.0  # share of tops (T-shirts, pullovers, coats, shirts) with their sleeves raised, as laid flat
-    erase: float = 0.0  # share of images with a random rectangle replaced by noise (random erasing; configs/strong.yaml)
+    erase: float = 0.0  # share of images with a random rectangle replaced by noise (random erasing; measured no help: docs/search.md)
 
 
 @dataclass
