@@ -3,7 +3,7 @@ import torch
 
 from trainer.config import load_config
 from trainer.export import load_model_file, save_model_file
-from trainer.model import MODELS, build_model
+from trainer.model import MODELS, UnknownModelError, build_model
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -20,9 +20,25 @@ def test_lenet5_is_the_tutorial_network():
     assert model.features(torch.zeros(1, 1, 28, 28)).shape == (1, 84)
 
 
+def test_lenet5_dropout_drops_the_fully_connected_inputs_only_while_training():
+    torch.manual_seed(0)
+    model = build_model("lenet5", dropout=0.5).train()
+    x = torch.randn(4, 1, 28, 28)
+    assert not torch.equal(model(x), model(x))
+    plain = build_model("lenet5")  # the tutorial's layers: dropout adds no weights
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(model.eval()(x), plain.eval()(x))
+
+
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="unknown model"):
         build_model("resnet1000")
+
+
+@pytest.mark.parametrize("kwargs", [{"depth": 3}, {"dropout": 1.5}])
+def test_kwargs_a_model_cannot_take_are_refused(kwargs):
+    with pytest.raises(UnknownModelError, match="cannot be built from these model.kwargs"):
+        build_model("lenet5", **kwargs)
 
 
 def test_the_default_config_trains_a_wider_lenet5_with_batch_norm():
@@ -45,7 +61,10 @@ def test_batch_norm_normalises_each_convolution_before_its_relu():
         assert out.mean((0, 2, 3)).abs().max() < 1e-4 and (out.std((0, 2, 3)) - 1).abs().max() < 0.05
 
 
-@pytest.mark.parametrize("name, kwargs", [("lenet5", {}), ("lenet5", {"batch_norm": True}), ("small_cnn", {"width": 8})])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("lenet5", {}), ("lenet5", {"batch_norm": True, "dropout": 0.2}), ("small_cnn", {"width": 8})],
+)
 def test_a_model_file_loads_for_inference_with_the_network_s_outputs(tmp_path, name, kwargs):
     """load_model_file folds batch norms into their convolutions: the outputs must not change."""
     torch.manual_seed(0)
