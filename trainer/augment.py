@@ -135,8 +135,8 @@ def erase(pixels: torch.Tensor, chosen: torch.Tensor, g: torch.Generator) -> tor
     """Random erasing (Zhong et al., 2017): a rectangle of 2-40% of the tile, of any aspect from 1:3 to 3:1, filled
     with noise, in each chosen image: a regulariser that makes the network use the whole garment, not one part."""
     n, size = len(pixels), pixels.shape[-1]
-    area = uniform(n, ERASE_AREA[0], ERASE_AREA[1], g) * size * size
-    aspect = log_uniform(n, ERASE_ASPECT[0], ERASE_ASPECT[1], g)
+    area = uniform(n, *ERASE_AREA, g) * size * size
+    aspect = log_uniform(n, *ERASE_ASPECT, g)
     h = (area * aspect).sqrt().round().clamp(1, size)
     w = (area / aspect).sqrt().round().clamp(1, size)
     top = (torch.rand(n, generator=g) * (size - h + 1)).floor()
