@@ -41,11 +41,13 @@ from omegaconf import DictConfig
 import trainer.main as trainer_main
 from benchmarks.common import peak_rss_mb, run_python
 from trainer.data import InMemoryLoader
+from trainer.engines import trains_in_bf16, training_forward
 
 
 def bare_epoch(parts: tuple, loader: InMemoryLoader, epoch: int) -> float:
-    """Seconds of one epoch of the limit: `parts` from `trainer.main.initialize`, the loader's batches, nothing else."""
-    model, optimizer, loss_fn, lr_scheduler = parts
+    """Seconds of one epoch of the limit: `parts` from `trainer.main.initialize` and the trainer's forward pass
+    (`trainer.engines.training_forward`: in bf16 where the trainer's is), the loader's batches, nothing else."""
+    model, optimizer, loss_fn, lr_scheduler, forward = parts
     device = idist.device()
     model.train()
     start = time.perf_counter()
@@ -53,7 +55,7 @@ def bare_epoch(parts: tuple, loader: InMemoryLoader, epoch: int) -> float:
     for images, labels in loader:
         lr_scheduler(None)  # the trainer's schedule object, stepped by hand: the same learning rate at each step
         optimizer.zero_grad()
-        loss_fn(model(images.to(device)), labels.to(device)).backward()
+        loss_fn(forward(model, images.to(device)), labels.to(device)).backward()
         optimizer.step()
     return time.perf_counter() - start
 
@@ -132,7 +134,9 @@ def instrument(clock: dict[str, Any], tests_per_epoch: int, limit: bool) -> None
                 test()
             if limit and engine.state.epoch < engine.state.max_epochs:  # the last has no trainer epoch after it
                 if "limit" not in found:
-                    found["limit"] = excluded(lambda: trainer_main.initialize(found["cfg"], len(found["train"])))
+                    device = idist.device()
+                    forward = training_forward(trains_in_bf16(found["cfg"], device), device.type)
+                    found["limit"] = (*excluded(lambda: trainer_main.initialize(found["cfg"], len(found["train"]))), forward)
                 clock["epochs"][-1]["limit_seconds"] = excluded(
                     lambda: bare_epoch(found["limit"], found["train"], engine.state.epoch)
                 )

@@ -2,6 +2,7 @@
 
 import logging
 import math
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -97,15 +98,11 @@ def create_trainer(
     Both are attached on every rank: Ignite metrics all-reduce when computed, so all ranks must compute them.
     """
     amp = device.type == "cuda" and cfg.train.amp
-    cpu_bf16 = device.type == "cpu" and cfg.train.cpu_bf16
-    if cpu_bf16 and not cpu_has_bf16():
-        logging.getLogger("trainer").warning("train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the run trains in fp32")
-        cpu_bf16 = False
-    bf16 = (amp and torch.cuda.is_bf16_supported()) or cpu_bf16  # bf16 needs no loss scaling; older GPUs get fp16 with a scaler
+    bf16 = trains_in_bf16(cfg, device)  # bf16 needs no loss scaling; older GPUs get fp16 with a scaler
     trainer = create_supervised_trainer(
         model, optimizer, loss_fn, device=device, non_blocking=True,
         amp_mode="amp" if amp and not bf16 else None, scaler=amp and not bf16,
-        model_fn=partial(bf16_forward, device_type=device.type) if bf16 else lambda m, x: m(x),
+        model_fn=training_forward(bf16, device.type),
     )
 
     @trainer.on(Events.EPOCH_STARTED)
@@ -134,6 +131,23 @@ def create_trainer(
     )
     Average(output_transform=lambda loss: loss).attach(trainer, "recent_loss", usage=window)
     return trainer
+
+
+def trains_in_bf16(cfg: DictConfig, device: torch.device) -> bool:
+    """Whether the training forward pass runs under bf16 autocast: on CUDA with `train.amp` where the GPU has bf16,
+    on a CPU with `train.cpu_bf16` where it has native bf16 (said in the log where it has not)."""
+    if device.type == "cuda":
+        return cfg.train.amp and torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not cfg.train.cpu_bf16:
+        return False
+    if not cpu_has_bf16():
+        logging.getLogger("trainer").warning("train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the run trains in fp32")
+    return cpu_has_bf16()
+
+
+def training_forward(bf16: bool, device_type: str) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    """`model_fn(model, x)` for the training step: under bf16 autocast or plain."""
+    return partial(bf16_forward, device_type=device_type) if bf16 else lambda m, x: m(x)
 
 
 def bf16_forward(model: nn.Module, x: torch.Tensor, device_type: str) -> torch.Tensor:
