@@ -140,9 +140,10 @@ def trains_in_bf16(cfg: DictConfig, device: torch.device) -> bool:
         return cfg.train.amp and torch.cuda.is_bf16_supported()
     if device.type != "cpu" or not cfg.train.cpu_bf16:
         return False
-    if not cpu_has_bf16():
+    native = cpu_has_bf16()
+    if not native:
         logging.getLogger("trainer").warning("train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the run trains in fp32")
-    return cpu_has_bf16()
+    return native
 
 
 def training_forward(bf16: bool, device_type: str) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
