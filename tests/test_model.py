@@ -45,8 +45,8 @@ def test_the_default_config_trains_a_wider_lenet5_with_batch_norm():
     cfg = load_config()
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     assert [n for n, _ in model.named_children()] == ["conv1", "pool", "conv2", "bn1", "bn2", "fc1", "fc2", "fc3"]
-    assert (model.conv1.out_channels, model.conv2.out_channels) == (16, 32)
-    assert (model.bn1.num_features, model.bn2.num_features) == (16, 32)
+    assert (model.conv1.out_channels, model.conv2.out_channels) == (32, 64)
+    assert (model.bn1.num_features, model.bn2.num_features) == (32, 64)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 

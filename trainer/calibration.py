@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainer.data import EVAL_BATCH_SIZE
 from trainer.views import averaged_logits
 
 ECE_BINS = 15
-BATCH = 2048
 
 
 @torch.no_grad()  # not inference_mode: fit_temperature takes gradients through these logits
@@ -23,9 +23,7 @@ def collect_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    logits = torch.cat(
-        [averaged_logits(model, images[i : i + BATCH].to(device)).float().cpu() for i in range(0, len(images), BATCH)]
-    )
+    logits = torch.cat([averaged_logits(model, batch.to(device)).float().cpu() for batch in images.split(EVAL_BATCH_SIZE)])
     model.train(was_training)
     return logits
 

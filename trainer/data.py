@@ -21,6 +21,9 @@ CLASS_NAMES = list(FashionMNIST.classes)
 FOOTWEAR = tuple(CLASS_NAMES.index(name) for name in ("Sandal", "Sneaker", "Ankle boot"))
 SLEEVED = tuple(CLASS_NAMES.index(name) for name in ("T-shirt/top", "Pullover", "Coat", "Shirt"))
 MEAN, STD = 0.2860, 0.3530
+# Images per forward pass where no gradient is kept (validation, tests, calibration): on a CPU, batches of 1024
+# run 2.5-3x slower per image than batches of 256, which stay in its cache (docs/performance.md).
+EVAL_BATCH_SIZE = 256
 
 # name -> (magic, number of dimensions, SHA-256 of the official file). Other sizes are allowed (tests write
 # tiny hermetic sets), but the header must agree with the size; files of the official size must be the official files.

@@ -30,7 +30,7 @@ from trainer.checkpoint import (
     CheckpointError, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
 )
 from trainer.config import DEFAULT_CONFIG, FASHION_MNIST_TRAIN_SIZE, load_config, to_yaml
-from trainer.data import CLASS_NAMES, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, load_splits
+from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, load_splits
 from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.errors import UserError
 from trainer.export import save_model_file
@@ -39,8 +39,6 @@ from trainer.model import build_model
 from trainer.photos import MANIFEST, classify_all, default_folder, read_manifest, summarise
 from trainer.predict import Classifier
 from trainer.safe_io import atomic_write_json, safe_torch_load
-
-EVAL_BATCH_SIZE = 1024
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

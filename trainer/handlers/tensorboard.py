@@ -24,7 +24,7 @@ from torchvision.utils import make_grid
 
 from trainer.checkpoint import continues_in
 from trainer.config import to_yaml
-from trainer.data import MEAN, STD, Splits, denormalise
+from trainer.data import EVAL_BATCH_SIZE, MEAN, STD, Splits, denormalise
 from trainer.handlers.figures import confusion_matrix_figure, explained_figure, image_grid_figure
 from trainer.handlers.projector import Projector
 
@@ -168,7 +168,7 @@ class TensorBoardViews:
         if self.test_outputs is not None:
             return torch.cat(self.test_outputs.data).cpu()
         with torch.inference_mode():
-            return torch.cat([self.tested(batch.to(device)).cpu() for batch in x.split(2048)])
+            return torch.cat([self.tested(batch.to(device)).cpu() for batch in x.split(EVAL_BATCH_SIZE)])
 
     def predictions_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor):
         """The tutorial's `plot_classes_preds`: predicted class and its probability, green if right, red if wrong."""
