@@ -25,7 +25,7 @@ from trainer.views import averaged_maps, views
 METHODS = ("occlusion", "integrated_gradients", "gradient_shap", "grad_cam")
 DEFAULT_METHOD = "occlusion"
 LAYERLESS_FALLBACK = "occlusion"  # for a network without the convolution Grad-CAM needs: works on any network
-OCCLUSION_WINDOW, OCCLUSION_STRIDE = 5, 4  # 49 patches a tile: as faithful as strides 3 (81) and 2 (169), at less cost
+OCCLUSION_WINDOW, OCCLUSION_STRIDE = 5, 4  # 49 patches a tile: as faithful as a stride of 3 (81) or 4x4 at 2 (169), cheaper
 IG_STEPS = 32
 CHUNK = 8  # tiles per Captum call
 OCCLUSION_BATCH = 162  # occluded copies per forward pass: a CPU runs 486 in one batch 3x slower per copy (its cache)
