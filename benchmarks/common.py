@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from trainer.config import DataConfig
+from trainer.engines import cpu_has_bf16
 from trainer.errors import UserError
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_bf16": cpu_has_bf16(),  # "AMD EPYC" names CPUs with and without it; configs/wide.yaml trains 2x slower without
         "python": platform.python_version(),
         "torch": torch.__version__,
     }

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from tests.helpers import DATA_ROOT, ROOT, write_idx
 
-MACHINE = {"cpu": str, "cores": int, "torch_threads": int, "cuda": (str, type(None)), "python": str, "torch": str}
+MACHINE = {
+    "cpu": str, "cores": int, "torch_threads": int, "cuda": (str, type(None)), "cpu_bf16": bool, "python": str, "torch": str,
+}
 NUMBER = (int, float)
 OPTIONAL_NUMBER = (int, float, type(None))
 

@@ -5,6 +5,8 @@ from trainer.config import load_config
 from trainer.export import load_model_file, save_model_file
 from trainer.model import MODELS, UnknownModelError, build_model
 
+from tests.helpers import ROOT
+
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_output_and_feature_shapes(name):
@@ -41,12 +43,13 @@ def test_kwargs_a_model_cannot_take_are_refused(kwargs):
         build_model("lenet5", **kwargs)
 
 
-def test_the_default_config_trains_a_wider_lenet5_with_batch_norm():
-    cfg = load_config()
+@pytest.mark.parametrize("config, channels", [("configs/default.yaml", (16, 32)), ("configs/wide.yaml", (32, 64))])
+def test_the_photo_robust_configs_train_a_wider_lenet5_with_batch_norm(config, channels):
+    cfg = load_config(ROOT / config)
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     assert [n for n, _ in model.named_children()] == ["conv1", "pool", "conv2", "bn1", "bn2", "fc1", "fc2", "fc3"]
-    assert (model.conv1.out_channels, model.conv2.out_channels) == (32, 64)
-    assert (model.bn1.num_features, model.bn2.num_features) == (32, 64)
+    assert (model.conv1.out_channels, model.conv2.out_channels) == channels
+    assert (model.bn1.num_features, model.bn2.num_features) == channels
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
