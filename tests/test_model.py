@@ -37,20 +37,29 @@ def test_unknown_model_is_refused():
         build_model("resnet1000")
 
 
-@pytest.mark.parametrize("kwargs", [{"depth": 3}, {"dropout": 1.5}])
+@pytest.mark.parametrize("kwargs", [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}])
 def test_kwargs_a_model_cannot_take_are_refused(kwargs):
     with pytest.raises(UnknownModelError, match="cannot be built from these model.kwargs"):
         build_model("lenet5", **kwargs)
 
 
-@pytest.mark.parametrize("config, channels", [("configs/default.yaml", (16, 32)), ("configs/wide.yaml", (32, 64))])
-def test_the_photo_robust_configs_train_a_wider_lenet5_with_batch_norm(config, channels):
+@pytest.mark.parametrize(
+    "config, channels, kernel", [("configs/default.yaml", (16, 48), 3), ("configs/wide.yaml", (32, 64), 5)]
+)
+def test_the_photo_robust_configs_train_a_wider_lenet5_with_batch_norm(config, channels, kernel):
     cfg = load_config(ROOT / config)
     model = build_model(cfg.model.name, **cfg.model.kwargs)
     assert [n for n, _ in model.named_children()] == ["conv1", "pool", "conv2", "bn1", "bn2", "fc1", "fc2", "fc3"]
-    assert (model.conv1.out_channels, model.conv2.out_channels) == channels
+    assert (model.conv1.out_channels, model.conv2.out_channels) == channels and model.conv2.kernel_size == (kernel, kernel)
     assert (model.bn1.num_features, model.bn2.num_features) == channels
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("kernel, side", [(5, 4), (3, 5), (1, 6)])
+def test_the_second_convolution_s_size_sets_the_map_the_fully_connected_layers_read(kernel, side):
+    model = build_model("lenet5", conv2=8, conv2_kernel=kernel).eval()
+    assert model.conv2.kernel_size == (kernel, kernel) and model.fc1.in_features == 8 * side * side
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
 
 def test_batch_norm_normalises_each_convolution_before_its_relu():
@@ -66,7 +75,12 @@ def test_batch_norm_normalises_each_convolution_before_its_relu():
 
 @pytest.mark.parametrize(
     "name, kwargs",
-    [("lenet5", {}), ("lenet5", {"batch_norm": True, "dropout": 0.2}), ("small_cnn", {"width": 8})],
+    [
+        ("lenet5", {}),
+        ("lenet5", {"batch_norm": True, "dropout": 0.2}),
+        ("lenet5", {"batch_norm": True, "conv2": 12, "conv2_kernel": 3}),
+        ("small_cnn", {"width": 8}),
+    ],
 )
 def test_a_model_file_loads_for_inference_with_the_network_s_outputs(tmp_path, name, kwargs):
     """load_model_file folds batch norms into their convolutions: the outputs must not change."""

@@ -13,22 +13,28 @@ class LeNet5(nn.Module):
     """The LeNet-5 variant of the PyTorch "TensorBoard support" tutorial, for 1x28x28 inputs.
 
     `conv1` and `conv2` set the convolutions' channels (the tutorial's 6 and 16): wider ones give the network
-    room to learn the many shapes a photo-robust training shows it. `batch_norm` normalises each convolution's
+    room to learn the many shapes a photo-robust training shows it. `conv2_kernel` is the second convolution's
+    size (the tutorial's 5): at 3 it costs a third as much per channel, so it can have more channels for the same
+    time, and it leaves the fully connected layers a 5x5 map instead of 4x4. `batch_norm` normalises each convolution's
     output (Ioffe and Szegedy, 2015), which lets the small network fit augmented data better in the same epochs.
     `dropout` drops that share of fc2's and fc3's inputs while training (Srivastava et al., 2014): the classic
     regulariser of this network, measured in docs/search.md.
     """
 
     def __init__(
-        self, num_classes: int = 10, conv1: int = 6, conv2: int = 16, batch_norm: bool = False, dropout: float = 0.0
+        self, num_classes: int = 10, conv1: int = 6, conv2: int = 16, batch_norm: bool = False, dropout: float = 0.0,
+        conv2_kernel: int = 5,
     ) -> None:
         super().__init__()
+        if not 1 <= conv2_kernel <= 11:
+            raise ValueError(f"conv2_kernel must be 1-11 for a 12x12 input to the second convolution (got {conv2_kernel})")
         self.conv1 = nn.Conv2d(1, conv1, 5)
         self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(conv1, conv2, 5)
+        self.conv2 = nn.Conv2d(conv1, conv2, conv2_kernel)
         # modules only when asked for: the tutorial's network keeps exactly the tutorial's layers
         self.bn1, self.bn2 = (nn.BatchNorm2d(conv1), nn.BatchNorm2d(conv2)) if batch_norm else (None, None)
-        self.fc1 = nn.Linear(conv2 * 4 * 4, 120)
+        side = (12 - conv2_kernel + 1) // 2  # 28 -> conv1 24 -> pool 12 -> conv2 -> pool
+        self.fc1 = nn.Linear(conv2 * side * side, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
         self.dropout = nn.Dropout(dropout) if dropout else None
