@@ -61,6 +61,19 @@ def test_the_loader_augments_a_resumed_epoch_exactly_as_an_uninterrupted_one():
     assert all(torch.equal(a, b) for a, b in zip(whole[5:], resumed)) and len(resumed) == 3
 
 
+def test_tone_brightens_and_flattens_the_chosen_garments_only_and_keeps_the_background_black():
+    """A photo's garment is brighter and flatter than a product shot's: a gamma below 1 lifts the mid-greys, a
+    contrast above 1 pushes the light ones to white; images not chosen (`p`) keep their grey levels exactly."""
+    pixels = torch.zeros(64, 1, 28, 28)
+    pixels[:, :, 4:24, 8:20] = torch.linspace(0.2, 0.8, 12)  # a garment shaded from dark to light, left to right
+    out = run(augment_with(p=0.5, gamma=[0.6, 0.6], contrast=[1.4, 1.4]), (pixels - MEAN) / STD) * STD + MEAN
+    toned = ~torch.isclose(out, pixels, atol=1e-5).flatten(1).all(1)
+    assert 16 < toned.sum() < 48, "about half the images chosen"
+    expected = (pixels[toned] ** 0.6 * 1.4).clamp(max=1)
+    assert torch.allclose(out[toned], expected, atol=1e-5) and (out[toned][:, :, 4:24, 19] == 1).all()
+    assert torch.equal(out[~toned], pixels[~toned]) and (out[:, :, :4] == 0).all()
+
+
 def test_only_footwear_is_turned_upright_as_photos_from_above_show_it():
     lying = torch.zeros(40, 1, 28, 28)
     lying[:, :, 16:24, 2:26] = 0.8  # a shoe's side view: wide and low

@@ -9,11 +9,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from trainer.data import CLASS_NAMES, MEAN, STD
-from trainer.explain import METHODS, attribute, attribute_views, explain, method_for
+from captum.attr import Occlusion
+
+from trainer.explain import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, explain, method_for
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
 from trainer.predict import Classifier
-from trainer.views import TILE_SIZES
+from trainer.views import PHOTO_SIZES, TILE_SIZES, views
 
 BLACK = -MEAN / STD  # a black pixel, normalised: the background of every tile
 WHITE = (1 - MEAN) / STD
@@ -135,6 +137,23 @@ def test_every_network_in_the_registry_gets_a_map_per_tile(name, method):
     heat = attribute(model, tiles, torch.tensor([0, 4, 9]), BLACK, method)
     assert heat.shape == (3, 28, 28) and torch.isfinite(heat).all() and heat.abs().sum() > 0
     assert not model.training
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_occlusion_is_captums_occlusion_run_only_where_the_garment_is(name):
+    """The occlusion skips the patches of background that blacking out would leave unchanged: its maps must be
+    Captum's, on a garment that fills the tile, one in a corner, shrunk views with a black margin, and a blank tile."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    garments = torch.rand(4, 1, 28, 28) * (WHITE - BLACK) + BLACK
+    garments[1, :, 10:, :] = garments[1, :, :, 9:] = BLACK  # a small garment in the top left corner
+    tiles = torch.cat([garments[:2], views(garments[2:], PHOTO_SIZES, BLACK)[:3], blank_tiles()])
+    targets = [0, 3, 9, 4, 6, 1]
+    ours = attribute(model, tiles, torch.tensor(targets), BLACK, "occlusion")
+    window, stride = (1, OCCLUSION_WINDOW, OCCLUSION_WINDOW), (1, OCCLUSION_STRIDE, OCCLUSION_STRIDE)
+    captums = Occlusion(model).attribute(tiles, window, strides=stride, baselines=torch.full_like(tiles, BLACK), target=targets)
+    assert torch.allclose(ours, (captums * (tiles != BLACK)).sum(1), atol=1e-5)
+    assert ours[-1].abs().sum() == 0 and ours[0].abs().sum() > 0
 
 
 @pytest.fixture

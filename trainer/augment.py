@@ -108,10 +108,12 @@ class PhotoAugment:
         """Gamma and contrast (a photo's garment is often brighter and flatter), blur or sharpen, fabric texture."""
         c, n = self.cfg, len(pixels)
         per_image = chosen.view(n, 1, 1, 1)
-        garment = pixels > 0
-        gamma = torch.where(per_image, log_uniform(n, *c.gamma, g).view(n, 1, 1, 1), 1.0)
-        contrast = torch.where(per_image, uniform(n, *c.contrast, g).view(n, 1, 1, 1), 1.0)
-        pixels = (pixels.clamp(min=1e-6).pow(gamma) * contrast).clamp(0, 1) * garment
+        gamma, contrast = log_uniform(n, *c.gamma, g)[chosen].view(-1, 1, 1, 1), uniform(n, *c.contrast, g)[chosen].view(-1, 1, 1, 1)
+        picked = pixels[chosen]
+        # x ** gamma as exp(gamma * log x): a third of the cost of pow with a per-image exponent on a CPU
+        toned = (torch.exp(torch.log(picked.clamp(min=1e-6)) * gamma) * contrast).clamp(0, 1) * (picked > 0)
+        pixels = pixels.clone()
+        pixels[chosen] = toned
         if c.texture > 0:  # smooth random light and shade inside the garment: folds, prints, wrinkles
             shade = F.interpolate(torch.randn(n, 1, 7, 7, generator=g), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
             strength = uniform(n, 0.0, c.texture, g).view(n, 1, 1, 1) * per_image

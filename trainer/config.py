@@ -47,8 +47,8 @@ class AugmentConfig:
     aspect: list[float] = field(default_factory=lambda: [1.0, 1.0])
     shear: float = 0.0
     translate: float = 0.0
-    gamma: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    contrast: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    gamma: list[float] = field(default_factory=lambda: [1.0, 1.0])  # the warped images' grey levels to this power (below 1: brighter)
+    contrast: list[float] = field(default_factory=lambda: [1.0, 1.0])  # and times this, clipped at white (flatter light parts)
     texture: float = 0.0
     blur: float = 0.0
     footwear_from_above: float = 0.0  # share of shoes turned upright, alone or as a pair, as photos show them

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
+from scipy import ndimage
 
 from trainer.errors import UserError
 
@@ -37,6 +38,7 @@ MAX_FALLBACK_SHARE = 0.8  # a fallback cut-out larger than this share of the pic
 BLANK_RANGE = 10.0  # a picture whose luminance and colour vary less than this (of 255) is blank
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
 
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # pixels touching diagonally are one garment
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what Pillow's "L" uses
 
 
@@ -426,81 +428,25 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
 def _main_components(mask: np.ndarray) -> np.ndarray:
     """Keep the garment: the largest central component plus sizeable pieces next to it; clutter goes."""
     h, w = mask.shape
-    runs, parent = _label_runs(mask)
-    if not runs:
+    labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    if n == 0:
         return mask
-    roots = np.array([_find(parent, i) for i in range(len(runs))])
-    r = np.array(runs)  # row, start, end (exclusive)
-    labels, inverse = np.unique(roots, return_inverse=True)
-    n = len(labels)
-    area = np.bincount(inverse, weights=r[:, 2] - r[:, 1], minlength=n)
-    top, bottom = np.full(n, h), np.zeros(n, dtype=int)
-    left, right = np.full(n, w), np.zeros(n, dtype=int)
-    np.minimum.at(top, inverse, r[:, 0])
-    np.maximum.at(bottom, inverse, r[:, 0] + 1)
-    np.minimum.at(left, inverse, r[:, 1])
-    np.maximum.at(right, inverse, r[:, 2])
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    boxes = ndimage.find_objects(labels)
+    top, bottom = np.array([b[0].start for b in boxes]), np.array([b[0].stop for b in boxes])
+    left, right = np.array([b[1].start for b in boxes]), np.array([b[1].stop for b in boxes])
     cy, cx = (top + bottom) / 2 / h - 0.5, (left + right) / 2 / w - 0.5
     off_centre = np.sqrt(cx**2 + cy**2) / np.sqrt(0.5)
     touches = (top == 0) | (left == 0) | (bottom == h) | (right == w)
     # clutter is typically cut off by the frame and off-centre; the garment is whole and nearer the middle
     score = area * (1.0 - 0.5 * off_centre) * np.where(touches, 0.3, 1.0)
     best = int(np.argmax(score))
-    chosen = {best}
     gap = 0.015 * max(h, w)
-    b_top, b_bottom, b_left, b_right = top[best] - gap, bottom[best] + gap, left[best] - gap, right[best] + gap
-    for i in range(n):
-        if i == best or area[i] < 0.03 * area[best] or (touches[i] and not touches[best]):
-            continue
-        if top[i] <= b_bottom and bottom[i] >= b_top and left[i] <= b_right and right[i] >= b_left:
-            chosen.add(i)  # a separate piece overlapping the garment's box: a strap, a sole, a far sleeve
-    out = np.zeros_like(mask)
-    keep = np.isin(inverse, list(chosen))
-    for row, start, end in r[keep]:
-        out[row, start:end] = True
-    return out
-
-
-def _label_runs(mask: np.ndarray) -> tuple[list[tuple[int, int, int]], list[int]]:
-    """Run-length connected components (8-connected) with union-find: a few hundred runs, not 50k pixels."""
-    d = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
-    sr, sc = np.nonzero(d == 1)
-    _, ec = np.nonzero(d == -1)
-    runs = list(zip(sr.tolist(), sc.tolist(), ec.tolist()))
-    parent = list(range(len(runs)))
-    prev_lo = prev_hi = 0  # index range of the runs of the previous row
-    i = 0
-    while i < len(runs):
-        row = runs[i][0]
-        j = i
-        while j < len(runs) and runs[j][0] == row:
-            j += 1
-        if prev_hi > prev_lo and runs[prev_lo][0] == row - 1:
-            k = prev_lo
-            for m in range(i, j):
-                _, s, e = runs[m]
-                while k < prev_hi and runs[k][2] < s:  # previous run ends before this one starts (8-connected: touching diagonally counts)
-                    k += 1
-                q = k
-                while q < prev_hi and runs[q][1] <= e:
-                    _union(parent, m, q)
-                    q += 1
-        prev_lo, prev_hi = i, j
-        i = j
-    return runs, parent
-
-
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
-def _union(parent: list[int], a: int, b: int) -> None:
-    ra, rb = _find(parent, a), _find(parent, b)
-    if ra != rb:
-        parent[max(ra, rb)] = min(ra, rb)
+    # separate pieces overlapping the garment's box: a strap, a sole, a far sleeve
+    near = (top <= bottom[best] + gap) & (bottom >= top[best] - gap) & (left <= right[best] + gap) & (right >= left[best] - gap)
+    keep = near & (area >= 0.03 * area[best]) & ~(touches & ~touches[best])
+    keep[best] = True
+    return np.concatenate([[False], keep])[labels]
 
 
 # --------------------------------------------------------------------------- to tensors
