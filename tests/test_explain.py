@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from captum.attr import Occlusion
 from PIL import Image
 
 from trainer.data import CLASS_NAMES, MEAN, STD
-from captum.attr import Occlusion
-
 from trainer.explain import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, explain, method_for
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
