@@ -22,6 +22,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
 from ignite.utils import manual_seed, setup_logger
 from omegaconf import DictConfig
+from PIL import Image
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
 from trainer.augment import PhotoAugment
@@ -146,14 +147,13 @@ def load_best_weights(model: nn.Module, best: Checkpoint, key: str) -> int:
 
 def export_examples(run_dir: Path, splits: Splits) -> None:
     """One test image per class, for the demo's clickable examples."""
-    from torchvision.utils import save_image
-
     folder = run_dir / "examples"
     folder.mkdir(exist_ok=True)
     images, labels = splits.test
     for index, name in enumerate(CLASS_NAMES):
         first = int((labels == index).nonzero()[0])
-        save_image(denormalise(images[first]), folder / f"{index}_{name.replace('/', '-')}.png")
+        pixels = denormalise(images[first])[0].mul(255).round().to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{index}_{name.replace('/', '-')}.png")
 
 
 def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine], None] | None = None) -> int:
