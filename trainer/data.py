@@ -92,7 +92,7 @@ def file_sha256(path: Path) -> str:
 
 def ensure_downloaded(root: str | Path, download: bool) -> None:
     """Download into `root` only when a file is missing (torchvision's downloader, imported only then: it costs
-    every run 1.3 s of start-up otherwise); without network, say what to do instead."""
+    every run 1.5 s of start-up otherwise); without network, say what to do instead."""
     folder = raw_folder(root)
     if all((folder / name).is_file() for name in RAW_FILES) or not download:
         return
