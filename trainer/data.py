@@ -132,10 +132,14 @@ def load_splits(root: str | Path, val_size: int, seed: int, download: bool = Tru
 
 
 def read_idx(root: str | Path, name: str) -> torch.Tensor:
-    """One IDX file's uint8 array, shaped by its header (`check_raw_files` has vouched for both)."""
+    """One IDX file's uint8 array, shaped by its header (`check_raw_files` has vouched for both), read straight
+    into the tensor's buffer."""
     _, ndim, _ = RAW_FILES[name]
-    data = (raw_folder(root) / name).read_bytes()
-    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).view(*idx_dims(data, ndim))
+    with open(raw_folder(root) / name, "rb") as f:
+        dims = idx_dims(f.read(4 + 4 * ndim), ndim)
+        pixels = bytearray(math.prod(dims))
+        f.readinto(pixels)
+    return torch.frombuffer(pixels, dtype=torch.uint8).view(*dims)
 
 
 def idx_dims(header: bytes, ndim: int) -> list[int]:
