@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from PIL import Image
 
 from trainer.errors import UserError
 
@@ -150,6 +151,11 @@ def idx_dims(header: bytes, ndim: int) -> list[int]:
 def denormalise(images: torch.Tensor) -> torch.Tensor:
     """Back to [0, 1] pixels, garments light on dark, for showing images to a person."""
     return (images * STD + MEAN).clamp_(0, 1)
+
+
+def grey_image(pixels: torch.Tensor) -> Image.Image:
+    """A (1, H, W) image of [0, 1] pixels as an 8-bit greyscale PIL image, to save or draw on."""
+    return Image.fromarray(pixels[0].mul(255).round().to(torch.uint8).numpy())
 
 
 class InMemoryLoader:

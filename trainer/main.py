@@ -22,7 +22,6 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
 from ignite.utils import manual_seed, setup_logger
 from omegaconf import DictConfig
-from PIL import Image
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
 from trainer.augment import PhotoAugment
@@ -31,7 +30,7 @@ from trainer.checkpoint import (
     CheckpointError, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
 )
 from trainer.config import DEFAULT_CONFIG, FASHION_MNIST_TRAIN_SIZE, load_config, to_yaml
-from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, load_splits
+from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, grey_image, load_splits
 from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.errors import UserError
 from trainer.export import save_model_file
@@ -152,8 +151,7 @@ def export_examples(run_dir: Path, splits: Splits) -> None:
     images, labels = splits.test
     for index, name in enumerate(CLASS_NAMES):
         first = int((labels == index).nonzero()[0])
-        pixels = denormalise(images[first])[0].mul(255).round().to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"{index}_{name.replace('/', '-')}.png")
+        grey_image(denormalise(images[first])).save(folder / f"{index}_{name.replace('/', '-')}.png")
 
 
 def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine], None] | None = None) -> int:

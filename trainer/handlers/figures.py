@@ -10,6 +10,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from trainer.data import grey_image  # noqa: E402
 from trainer.heatmap import overlay  # noqa: E402
 
 EXPLAINED_ZOOM = 2  # tiles drawn at twice their size under a map, so its smooth edges show
@@ -53,7 +54,7 @@ def explained_figure(
     on one scale so that the stronger evidence looks stronger; four such triples a row, in `image_grid_figure`."""
     cells, flat_titles, colors = [], [], []
     for image, a, b, texts in zip(images, maps_a, maps_b, titles):
-        grey = Image.fromarray(np.rint(image[0].numpy() * 255).astype(np.uint8))
+        grey = grey_image(image)
         base = grey.convert("RGB").resize((grey.width * EXPLAINED_ZOOM, grey.height * EXPLAINED_ZOOM), Image.Resampling.NEAREST)
         scale = float(np.percentile(np.abs(torch.stack([a, b]).numpy()), 99))
         cells += [base, overlay(base, a.numpy(), scale=scale), overlay(base, b.numpy(), scale=scale)]
