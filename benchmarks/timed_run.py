@@ -1,13 +1,13 @@
 """`python -m benchmarks.timed_run CLOCK.json TESTS_PER_EPOCH LIMIT [trainer arguments]`: the real trainer CLI, with a clock.
 
-`trainer.main.main` runs unchanged, with everything it does; only three of its named steps are wrapped, to attach
+`trainer.main.main` runs unchanged, with everything it does; only three of the run's named steps are wrapped, to attach
 a clock to the trainer engine, first in line at its events, and to find its test loader and the weights its own
 evaluators test; the TensorBoard views' closing is wrapped to read their own account of the time they took.
 The clock reads seconds since `trainer.run` started (as `metrics.json`'s `train_seconds`) at the end of every
 epoch's iterations, leaving out the benchmark's own work:
 - when TESTS_PER_EPOCH > 0, that many times an epoch it tests those weights on the test set;
 - when LIMIT is 1, after every epoch but the last it runs one epoch of the limit (`bare_epoch`): a plain PyTorch loop over the
-  trainer's own loader with a model, optimizer and schedule of its own from `trainer.main.initialize`, no Ignite,
+  trainer's own loader with a model, optimizer and schedule of its own from `trainer.training.initialize`, no Ignite,
   no logging. Each trainer epoch then has a limit epoch measured next to it, seconds apart, in the same process,
   which the machine's drift over minutes cannot come between.
 One process per run keeps runs independent.
@@ -39,13 +39,14 @@ from ignite.engine import Engine, Events
 from omegaconf import DictConfig
 
 import trainer.main as trainer_main
+import trainer.training as trainer_training
 from benchmarks.common import peak_rss_mb, run_python
 from trainer.data import InMemoryLoader
 from trainer.engines import trains_in_bf16, training_forward
 
 
 def bare_epoch(parts: tuple, loader: InMemoryLoader, epoch: int) -> float:
-    """Seconds of one epoch of the limit: `parts` from `trainer.main.initialize` and the trainer's forward pass
+    """Seconds of one epoch of the limit: `parts` from `trainer.training.initialize` and the trainer's forward pass
     (`trainer.engines.training_forward`: in bf16 where the trainer's is), the loader's batches, nothing else."""
     model, optimizer, loss_fn, lr_scheduler, forward = parts
     device = idist.device()
@@ -62,12 +63,13 @@ def bare_epoch(parts: tuple, loader: InMemoryLoader, epoch: int) -> float:
 
 def instrument(clock: dict[str, Any], tests_per_epoch: int, limit: bool) -> None:
     """Wrap `get_dataflow` (for the config and the loaders), `create_evaluator` (for the weights it tests) and
-    `create_trainer` (to attach the clock) in trainer.main, and `TensorBoardViews.close` (to read the views' time)."""
+    `create_trainer` (to attach the clock) in trainer.training, and `TensorBoardViews.close` (to read the views' time)."""
     started = time.perf_counter()
     from trainer.handlers.tensorboard import TensorBoardViews
 
     clock["tensorboard_import_seconds"] = time.perf_counter() - started
-    get_dataflow, create_trainer, create_evaluator = trainer_main.get_dataflow, trainer_main.create_trainer, trainer_main.create_evaluator
+    get_dataflow, create_evaluator = trainer_training.get_dataflow, trainer_training.create_evaluator
+    create_trainer = trainer_training.create_trainer
     close_views = TensorBoardViews.close
     found: dict[str, Any] = {}
 
@@ -136,15 +138,15 @@ def instrument(clock: dict[str, Any], tests_per_epoch: int, limit: bool) -> None
                 if "limit" not in found:
                     device = idist.device()
                     forward = training_forward(trains_in_bf16(found["cfg"], device), device.type)
-                    found["limit"] = (*excluded(lambda: trainer_main.initialize(found["cfg"], len(found["train"]))), forward)
+                    found["limit"] = (*excluded(lambda: trainer_training.initialize(found["cfg"], len(found["train"]))), forward)
                 clock["epochs"][-1]["limit_seconds"] = excluded(
                     lambda: bare_epoch(found["limit"], found["train"], engine.state.epoch)
                 )
 
         return engine
 
-    trainer_main.get_dataflow, trainer_main.create_trainer = dataflow, trainer_with_clock
-    trainer_main.create_evaluator = evaluator
+    trainer_training.get_dataflow, trainer_training.create_trainer = dataflow, trainer_with_clock
+    trainer_training.create_evaluator = evaluator
     TensorBoardViews.close = close_and_report
 
 

@@ -4,7 +4,7 @@ The default config (configs/default.yaml, only train.max_epochs set to N) is run
 in its own process (benchmarks.timed_run), R times with all default TensorBoard views on and R times with
 tensorboard.enabled=false, in alternating order (on, off, then off, on, ...). Inside every run, after each
 epoch, the same process runs one epoch of the limit: what the hardware allows, the trainer's own loader (with
-hflip) and a model (channels_last), optimizer and LR schedule of its own from trainer.main's named steps, in a
+hflip) and a model (channels_last), optimizer and LR schedule of its own from trainer.training's named steps, in a
 plain PyTorch loop, no Ignite engine, no validation, no logging. Each trainer epoch after the first (a warm-up)
 is paired with the limit epoch run just before it, seconds apart: the ratios come from these pairs, which this
 shared machine's drift (10-40% over minutes) cannot come between, as it can between separate runs.

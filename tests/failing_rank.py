@@ -6,10 +6,11 @@ import ignite.distributed as idist
 from ignite.engine import Events
 
 import trainer.main
+import trainer.training
 
 
 def run_process_failing_on_rank_1(local_rank, cfg) -> None:
-    create_trainer = trainer.main.create_trainer
+    create_trainer = trainer.training.create_trainer
 
     def create_failing_trainer(*args, **kwargs):
         engine = create_trainer(*args, **kwargs)
@@ -17,8 +18,8 @@ def run_process_failing_on_rank_1(local_rank, cfg) -> None:
             engine.add_event_handler(Events.ITERATION_COMPLETED(once=5), fail)
         return engine
 
-    trainer.main.create_trainer = create_failing_trainer
-    trainer.main.run_process(local_rank, cfg)
+    trainer.training.create_trainer = create_failing_trainer
+    trainer.training.run_process(local_rank, cfg)
 
 
 def fail() -> None:

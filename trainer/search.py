@@ -1,11 +1,11 @@
 """`python -m trainer.search [--config FILE] [--space FILE] [--trials N] [--timeout S] [--study NAME] [--storage URL]
 [key.sub=value ...]`: an Optuna study whose trials are ordinary runs of the trainer.
 
-Each trial is a run directory `<output.root>/<study>/trial-<n>/`, trained in this process by `trainer.main.training`
-with the fixed keys of `--config` and the overrides, plus the trial's values of the keys in `--space`
-(`trainer.search_space`). TPE proposes them; a pruner stops hopeless trials from inside the Ignite run. The study
-lives in an SQLite file in its folder unless `--storage` names another database, so the same command continues
-it, and several processes or machines given the same storage share it.
+Each trial is a run directory `<output.root>/<study>/trial-<n>/`, trained in this process by
+`trainer.training.training` with the fixed keys of `--config` and the overrides, plus the trial's values of the keys
+in `--space` (`trainer.search_space`). TPE proposes them; a pruner stops hopeless trials from inside the Ignite run.
+The study lives in an SQLite file in its folder unless `--storage` names another database, so the same command
+continues it, and several processes or machines given the same storage share it.
 """
 
 import argparse
@@ -35,7 +35,7 @@ from trainer.engines import TrainingDiverged
 from trainer.errors import UserError
 from trainer.handlers.interrupt import GracefulStop
 from trainer.handlers.tensorboard import HPARAM_KEYS
-from trainer.main import launch_settings, training
+from trainer.training import launch_settings, training
 from trainer.safe_io import atomic_write_json, exclusive
 from trainer.search_report import write_report
 from trainer.search_space import SearchSpec, as_override, load_spec

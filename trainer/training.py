@@ -1,0 +1,374 @@
+"""One run of `python -m trainer.main`: train, evaluate and export, from a checked config.
+
+Reads top to bottom: data -> model -> engines -> handlers -> run directory, then `launch` starts it in each process.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import ignite
+import ignite.distributed as idist
+import torch
+import torch.nn as nn
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
+from ignite.utils import manual_seed, setup_logger
+from omegaconf import DictConfig
+from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
+
+from trainer.augment import PhotoAugment
+from trainer.calibration import calibrate
+from trainer.checkpoint import (
+    CheckpointError, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
+)
+from trainer.config import FASHION_MNIST_TRAIN_SIZE, to_yaml
+from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, grey_image, load_splits
+from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
+from trainer.errors import UserError
+from trainer.export import save_model_file
+from trainer.handlers.interrupt import GracefulStop
+from trainer.model import build_model
+from trainer.photos import MANIFEST, classify_all, default_folder, read_manifest, summarise
+from trainer.predict import Classifier
+from trainer.safe_io import atomic_write_json, safe_torch_load
+
+
+def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoader, InMemoryLoader]:
+    splits = load_splits(cfg.data.root, cfg.data.val_size, cfg.seed, cfg.data.download)
+    rank, world = idist.get_rank(), idist.get_world_size()
+    per_process = cfg.train.batch_size // world  # train.batch_size is global: the same steps whatever the world size
+    train = InMemoryLoader(
+        *splits.train, per_process, shuffle=True, seed=cfg.seed, rank=rank, world_size=world, drop_last=True,
+        hflip=cfg.train.hflip, max_shift=cfg.train.max_shift,
+        augment=PhotoAugment(cfg.train.augment, MEAN, STD, FOOTWEAR, SLEEVED) if PhotoAugment.wanted(cfg.train.augment) else None,
+    )
+    val = InMemoryLoader(*splits.val, EVAL_BATCH_SIZE, rank=rank, world_size=world)
+    test = InMemoryLoader(*splits.test, EVAL_BATCH_SIZE, rank=rank, world_size=world)
+    return splits, train, val, test
+
+
+def initialize(cfg: DictConfig, epoch_length: int):
+    model = build_model(cfg.model.name, num_classes=len(CLASS_NAMES), **cfg.model.kwargs)
+    # Channels-last weights let oneDNN pick faster convolution kernels: about 20% per step for LeNet-5 on CPU.
+    model = idist.auto_model(model.to(memory_format=torch.channels_last))
+    optimizer = idist.auto_optim(create_optimizer(model, cfg))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    return model, optimizer, loss_fn, create_lr_scheduler(optimizer, cfg, epoch_length)
+
+
+def name_run(cfg: DictConfig) -> None:
+    """Fix `run.name` (and, on resume, `output.root`) once, before any process starts, so all ranks agree."""
+    if cfg.run.name is not None:
+        return
+    resumed = run_dir_of(cfg.resume) if cfg.resume else None
+    if resumed is not None:
+        cfg.run.name, cfg.output.root = resumed.name, str(resumed.parent)
+        return
+    stamp, suffix = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}", 1
+    cfg.run.name = stamp
+    while (Path(cfg.output.root) / cfg.run.name).exists():
+        suffix += 1
+        cfg.run.name = f"{stamp}-{suffix}"
+
+
+def holds_run(run_dir: Path) -> bool:
+    """A directory holds a run once it has a checkpoint or a model; before that there is nothing to resume."""
+    return any((run_dir / "checkpoints").glob("*.pt")) or (run_dir / "model.pt").exists()
+
+
+def clear_unfinished_start(run_dir: Path) -> None:
+    """Remove the TensorBoard files of a start stopped before its first checkpoint, so they do not show twice."""
+    for stale in run_dir.glob("events.out.tfevents.*"):
+        stale.unlink()
+    (run_dir / "projector_config.pbtxt").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "projector", ignore_errors=True)
+
+
+def prepare_run_dir(cfg: DictConfig) -> Path:
+    """Create the run directory and its config.yaml up front, so an unwritable place fails before training.
+
+    A directory holding another run is refused; one whose run stopped before its first checkpoint starts afresh."""
+    run_dir = Path(cfg.output.root) / cfg.run.name
+    continued = continues_in(cfg.resume, run_dir)
+    if holds_run(run_dir) and not continued:
+        hint = f"choose a new run.name to continue {cfg.resume} in" if cfg.resume else "choose another run.name, or resume it with resume=CHECKPOINT"
+        raise UserError(f"run directory {run_dir} already holds a run: {hint}")
+    try:
+        if not continued:
+            clear_unfinished_start(run_dir)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    except OSError as exc:
+        raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
+    return run_dir
+
+
+def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> None:
+    m = evaluator.state.metrics
+    logger.info(
+        f"Epoch {trainer.state.epoch}/{trainer.state.max_epochs}  train loss {trainer.state.metrics['loss']:.4f}  "
+        f"val loss {m['loss']:.4f}  val acc {m['accuracy']:.4f}  lr {optimizer.param_groups[0]['lr']:.4f}  "
+        f"({trainer.state.times['EPOCH_COMPLETED'] or 0:.1f} s)"
+    )
+
+
+def load_best_weights(model: nn.Module, best: Checkpoint, key: str) -> int:
+    """Copy the best checkpoint's weights (its `key` entry) into `model` on every rank; return their epoch.
+
+    A best checkpoint written before a resume that turned the moving average on has no `key` entry: its raw
+    weights were what its run tested, so they are the ones taken."""
+    model = getattr(model, "module", model)  # checkpoints hold the bare network, without DDP's "module." prefix
+    state = model.state_dict()
+    epoch = 0
+    if idist.get_rank() == 0 and best.last_checkpoint is not None:
+        checkpoint = safe_torch_load(Path(best.last_checkpoint), "best checkpoint")  # a DiskSaver's: the whole path
+        state, progress = checkpoint.get(key, checkpoint["model"]), checkpoint["trainer"]
+        epoch = progress["iteration"] // progress["epoch_length"]
+    for name, tensor in model.state_dict().items():
+        tensor.copy_(idist.broadcast(state[name].to(tensor.device), src=0))
+    return int(idist.broadcast(epoch, src=0))
+
+
+def export_examples(run_dir: Path, splits: Splits) -> None:
+    """One test image per class, for the demo's clickable examples."""
+    folder = run_dir / "examples"
+    folder.mkdir(exist_ok=True)
+    images, labels = splits.test
+    for index, name in enumerate(CLASS_NAMES):
+        first = int((labels == index).nonzero()[0])
+        grey_image(denormalise(images[first])).save(folder / f"{index}_{name.replace('/', '-')}.png")
+
+
+def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine], None] | None = None) -> int:
+    """One process's whole run; returns the exit code. Rank 0 alone writes files and logs progress.
+
+    `extend(trainer, evaluator)` attaches more handlers after the run's own: a study's pruning (`trainer.search`)."""
+    rank = idist.get_rank()
+    if idist.get_world_size() > 1:  # processes on one machine share its cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
+    logger = setup_logger("trainer", level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
+    resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
+    if resume_from is not None:
+        check_same_schedule(cfg, resume_from)
+    run_dir = prepare_run_dir(cfg) if rank == 0 else Path(cfg.output.root) / cfg.run.name
+    manual_seed(cfg.seed)
+    splits, train_loader, val_loader, test_loader = get_dataflow(cfg)
+    model, optimizer, loss_fn, lr_scheduler = initialize(cfg, len(train_loader))
+    device = idist.device()
+    log_every = cfg.log.every or max(1, len(train_loader) // 5)  # each point costs a forward pass on the val subset
+    trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device, log_every)
+    ema = attach_ema(trainer, model, cfg.train.ema_decay)  # attached before the views: they read the latest average
+    tested, tested_key = (ema.ema_model, "ema_model") if ema else (model, "model")  # validated, kept as best, exported
+    evaluator = create_evaluator(tested, loss_fn, device)
+    final_val = create_evaluator(tested, loss_fn, device)
+    final_test = create_evaluator(tested, loss_fn, device, num_classes=len(CLASS_NAMES))
+
+    # Handlers, in the order they fire at the end of an epoch: progress bar, validation, epoch line, checkpoints.
+    if rank == 0 and sys.stderr.isatty():  # in a log file its frames would bury the epoch lines
+        # Redrawn every 10 iterations: tqdm writes the whole bar to the terminal at every update.
+        ProgressBar(persist=False).attach(
+            trainer, output_transform=lambda loss: {"loss": loss}, event_name=Events.ITERATION_COMPLETED(every=10)
+        )
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(val_loader))
+    evaluator.add_event_handler(Events.COMPLETED, lambda: log_epoch(logger, trainer, evaluator, optimizer))
+    to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
+    if ema:
+        to_save["ema_model"] = ema.ema_model
+    if cfg.train.early_stopping_patience > 0:
+        to_save["early_stopping"] = EarlyStopping(
+            cfg.train.early_stopping_patience, Checkpoint.get_default_score_fn("accuracy"), trainer
+        )
+        evaluator.add_event_handler(Events.COMPLETED, to_save["early_stopping"])
+    best, last = create_checkpoints(run_dir / "checkpoints", to_save, trainer)
+    evaluator.add_event_handler(Events.COMPLETED, best)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
+    views = None
+    if rank == 0 and cfg.tensorboard.enabled:
+        from trainer.handlers.tensorboard import TensorBoardViews
+
+        views = TensorBoardViews(cfg, run_dir, model, tested, splits, CLASS_NAMES)
+        views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
+    stop = GracefulStop()
+    stop.install()
+    stop.attach(trainer)
+    if extend is not None:
+        extend(trainer, evaluator)
+
+    if resume_from is not None:
+        restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
+        if ema and "ema_model" not in resume_from:  # a checkpoint of a run without the average starts it afresh
+            ema.ema_model.load_state_dict(ema.model.state_dict())  # ema.model: the bare network, as Ignite keeps it
+        check_resumable(cfg, trainer, len(train_loader))
+        adopt_resumed_files(cfg.resume, run_dir / "checkpoints", best, last, trainer.state.iteration)
+        logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
+    logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
+    started = time.perf_counter()
+    if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):  # a finished run resumed only to export
+        trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
+    train_seconds = time.perf_counter() - started
+
+    if stop.requested:
+        last(trainer)
+        if views:
+            views.close()
+        checkpoint = Path(last.last_checkpoint)
+        logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
+        logger.info(f"Resume with: python -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}")
+        return stop.exit_code
+
+    best_epoch = load_best_weights(tested, best, tested_key)
+    final_val.run(val_loader)
+    final_test.run(test_loader)
+    if rank == 0:
+        metrics = finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
+        if views:
+            views.log_calibration(metrics)
+            views.close()
+            logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
+        logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
+    idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
+    return 0
+
+
+def check_resumable(cfg: DictConfig, trainer: Engine, epoch_length: int) -> None:
+    if trainer.state.epoch_length != epoch_length:
+        raise CheckpointError(
+            f"checkpoint {cfg.resume} was made with {trainer.state.epoch_length} iterations per epoch, this config "
+            f"gives {epoch_length}: resume with the same train.batch_size and data.val_size"
+        )
+
+
+def check_same_schedule(cfg: DictConfig, checkpoint: dict) -> None:
+    """Refuse another train.max_epochs before anything is written: the restored one-cycle schedule keeps its own
+    end, so extra epochs would train at learning rate 0, and fewer would stop before it had decayed."""
+    progress = checkpoint["trainer"]  # anything but an engine's state is refused by `restore`, with its reason
+    planned = progress.get("max_epochs") if isinstance(progress, dict) else cfg.train.max_epochs
+    if planned != cfg.train.max_epochs:
+        raise CheckpointError(
+            f"checkpoint {cfg.resume} is of a {planned}-epoch run, whose one-cycle learning rate reaches 0 at its end, "
+            f"so train.max_epochs={cfg.train.max_epochs} cannot resume it: resume with train.max_epochs={planned}, "
+            "or start a new run to train longer"
+        )
+
+
+def run_process(local_rank: int, cfg: DictConfig) -> None:
+    """What each process runs: errors a user can cause become one line and exit code 2, on any rank."""
+    try:
+        code = training(local_rank, cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    except OSError as exc:  # the disk filled up or the run directory became unwritable while training
+        where = exc.filename or Path(cfg.output.root) / cfg.run.name
+        print(f"error: cannot write {where}: {exc.strerror or exc}; checkpoints already written are intact", file=sys.stderr, flush=True)
+        code = 1
+    if code:
+        sys.exit(code)
+
+
+def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best_epoch, train_seconds) -> dict:
+    """Write what outlives the run: `model.pt` (with its temperatures), `metrics.json` and the demo's examples."""
+    cm = final_test.state.metrics["confusion"].cpu()
+    per_class = (cm.diag() / cm.sum(1).clamp(min=1)).tolist()
+    metrics = {
+        "run_name": cfg.run.name,
+        "val_accuracy": final_val.state.metrics["accuracy"],
+        "val_loss": final_val.state.metrics["loss"],
+        "test_accuracy": final_test.state.metrics["accuracy"],
+        "test_loss": final_test.state.metrics["loss"],
+        "per_class_test_accuracy": dict(zip(CLASS_NAMES, per_class)),
+        "best_epoch": best_epoch,
+        "epochs_run": trainer.state.epoch,
+        "train_seconds": round(train_seconds, 2),
+    }
+    bare = getattr(model, "module", model)
+    calibration = calibrate(bare, splits.val, splits.test, cfg.calibration.photo_factor)
+    metrics["calibration"] = calibration
+    save_model_file(
+        run_dir / "model.pt",
+        bare,
+        {
+            "arch": cfg.model.name,
+            "arch_kwargs": {"num_classes": len(CLASS_NAMES), **cfg.model.kwargs},
+            "class_names": CLASS_NAMES,
+            "mean": [MEAN],
+            "std": [STD],
+            "input_size": [1, 28, 28],
+            "run_name": cfg.run.name,
+            "val_accuracy": metrics["val_accuracy"],
+            "test_accuracy": metrics["test_accuracy"],
+            "epoch": best_epoch,
+            "temperature": calibration["temperature"],
+            "photo_temperature": calibration["photo_temperature"],
+            "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__)},
+        },
+    )
+    photos = Path(cfg.data.photos) if cfg.data.photos else default_folder(cfg.data.root)
+    if cfg.data.measure_photos and (photos / MANIFEST).is_file():
+        metrics["real_photos"] = measure_photos(run_dir / "model.pt", photos)
+    atomic_write_json(metrics, run_dir / "metrics.json")
+    export_examples(run_dir, splits)
+    return metrics
+
+
+def measure_photos(model_file: Path, folder: Path) -> dict:
+    """How the exported model does on real photos, through the demo's own path; the figures that say the most."""
+    summary = summarise(classify_all(Classifier(model_file), read_manifest(folder)))
+    keep = ("n", "macro_top1", "macro_top3", "refused", "confidence", "sure")
+    return {"folder": str(folder), **{key: summary[key] for key in keep},
+            "per_class_top1": {group: c["top1"] for group, c in summary["per_class"].items()}}
+
+
+def launch_settings(cfg: DictConfig) -> dict:
+    """How `idist.Parallel` starts: in-process, by spawning `dist.nproc_per_node` processes, or under torchrun."""
+    if cfg.device == "cpu":  # hide GPUs before CUDA starts, so idist and every spawned process use the CPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but no CUDA GPU is available: use device=auto or device=cpu")
+    if cfg.data.photos and cfg.data.measure_photos and not (Path(cfg.data.photos) / MANIFEST).is_file():
+        raise UserError(f"data.photos={cfg.data.photos} has no {MANIFEST}: point it at a folder of real photos with its manifest")
+    backend, nproc = cfg.dist.backend, cfg.dist.nproc_per_node
+    under_torchrun = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+    if under_torchrun or nproc > 1:
+        backend = backend or ("nccl" if torch.cuda.device_count() >= max(nproc, 2) else "gloo")
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise UserError("dist.backend=nccl needs CUDA GPUs and none is available: use dist.backend=gloo")
+    world = int(os.environ["WORLD_SIZE"]) if under_torchrun else nproc
+    if cfg.train.batch_size % world:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} (the global batch) must divide evenly among {world} processes")
+    if (FASHION_MNIST_TRAIN_SIZE - cfg.data.val_size) // cfg.train.batch_size < 1:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
+    return {"backend": backend, "nproc_per_node": None if under_torchrun or backend is None else nproc}
+
+
+def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None] = run_process) -> int:
+    """Check where and how to run, then run `process` in each of the processes `launch_settings` asks for."""
+    try:
+        settings = launch_settings(cfg)
+        name_run(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if settings["nproc_per_node"]:  # the spawned processes handle Ctrl-C themselves: checkpoint, then exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with idist.Parallel(**settings) as parallel:
+            parallel.run(process, cfg)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except ProcessExitedException as exc:
+        return exc.exit_code if exc.exit_code > 0 else 1
+    except ProcessRaisedException as exc:
+        print(f"error: a training process failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: stopped by the user before a checkpoint could be written", file=sys.stderr)
+        return 130
+    return 0
