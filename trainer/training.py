@@ -348,7 +348,7 @@ def launch_settings(cfg: DictConfig) -> dict:
     return {"backend": backend, "nproc_per_node": None if under_torchrun or backend is None else nproc}
 
 
-def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None] = run_process) -> int:
+def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
     """Check where and how to run, then run `process` in each of the processes `launch_settings` asks for."""
     try:
         settings = launch_settings(cfg)
