@@ -26,12 +26,12 @@ def main(argv: list[str] | None = None, process: Callable[[int, DictConfig], Non
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = load_config(args.config, args.overrides)
-    except UserError as exc:
+        from trainer.training import launch, run_process
+
+        return launch(cfg, process or run_process)
+    except UserError as exc:  # the config's, or where and how it cannot run (`launch_settings`, `name_run`)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trainer.training import launch, run_process
-
-    return launch(cfg, process or run_process)
 
 
 if __name__ == "__main__":

@@ -349,13 +349,10 @@ def launch_settings(cfg: DictConfig) -> dict:
 
 
 def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
-    """Check where and how to run, then run `process` in each of the processes `launch_settings` asks for."""
-    try:
-        settings = launch_settings(cfg)
-        name_run(cfg)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Check where and how to run (a `UserError` if it cannot), then run `process` in each of the processes
+    `launch_settings` asks for; returns the exit code."""
+    settings = launch_settings(cfg)
+    name_run(cfg)
     if settings["nproc_per_node"]:  # the spawned processes handle Ctrl-C themselves: checkpoint, then exit
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
