@@ -209,6 +209,8 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"dist.nproc_per_node must be at least 1 (got {cfg.dist.nproc_per_node})")
     if cfg.dist.backend not in (None, "gloo", "nccl"):
         problems.append(f"dist.backend must be gloo, nccl or null (got {cfg.dist.backend!r})")
+    if cfg.resume is not None and not Path(cfg.resume).exists():  # found here, not seconds later after the imports
+        problems.append(f"checkpoint {cfg.resume} does not exist: resume= takes a checkpoint file of an earlier run")
     if cfg.run.name is not None and (not cfg.run.name.strip() or "/" in cfg.run.name or cfg.run.name in (".", "..")):
         problems.append(f"run.name must be a plain folder name (got {cfg.run.name!r})")
     if problems:
