@@ -186,6 +186,8 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(
             f"data.val_size must be between 1 and {FASHION_MNIST_TRAIN_SIZE - 1} (got {cfg.data.val_size})"
         )
+    elif cfg.train.batch_size > FASHION_MNIST_TRAIN_SIZE - cfg.data.val_size:
+        problems.append(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
     if cfg.train.momentum < 0 or cfg.train.weight_decay < 0 or cfg.train.warmup_epochs < 0:
         problems.append("train.momentum, train.weight_decay and train.warmup_epochs must not be negative")
     if not 0 <= cfg.train.ema_decay < 1:

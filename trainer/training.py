@@ -28,7 +28,7 @@ from trainer.calibration import calibrate
 from trainer.checkpoint import (
     CheckpointError, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
 )
-from trainer.config import FASHION_MNIST_TRAIN_SIZE, to_yaml
+from trainer.config import to_yaml
 from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, grey_image, load_splits
 from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.errors import UserError
@@ -343,8 +343,6 @@ def launch_settings(cfg: DictConfig) -> dict:
     world = int(os.environ["WORLD_SIZE"]) if under_torchrun else nproc
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size={cfg.train.batch_size} (the global batch) must divide evenly among {world} processes")
-    if (FASHION_MNIST_TRAIN_SIZE - cfg.data.val_size) // cfg.train.batch_size < 1:
-        raise UserError(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
     return {"backend": backend, "nproc_per_node": None if under_torchrun or backend is None else nproc}
 
 
