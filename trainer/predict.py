@@ -27,7 +27,7 @@ from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
-SURE = 0.65  # the calibrated probability below which the demo says it is not sure (chosen on real photos)
+SURE = 0.56  # the calibrated probability below which the demo says it is not sure (chosen on real photos: docs/real_photos.md, "Twelfth round")
 RECENT_UPLOADS = 16  # uploads whose decoded image and prediction the demo's classifier keeps (`Classifier.read_file`)
 
 
