@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from trainer.calibration import collect_logits, expected_calibration_error, fit_temperature, logits_ece
-from trainer.views import PHOTO_SIZES, averaged_logits, averaged_maps, shrunk, views
+from trainer.views import PHOTO_SIZES, TIGHTER_SIZES, averaged_logits, averaged_maps, photo_logits, shrunk, views
 
 
 def calibrated_logits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +61,12 @@ def test_a_photo_is_also_seen_smaller_with_a_black_margin():
     faces += [f.flip(3) for f in faces[2:]]
     expected = torch.stack([model(f) for f in faces]).mean(0)
     assert torch.allclose(averaged_logits(model, tiles, PHOTO_SIZES, black), expected, atol=1e-5)
+    tighter = torch.full((1, 1, 28, 28), 1.0)  # a photo's tighter cut-out: shrunk only, each view with its mirror image
+    faces = [tiles[:1], tiles[:1].flip(3), *(shrunk(tiles[:1], size, black) for size in PHOTO_SIZES[1:])]
+    faces += [f.flip(3) for f in faces[2:]]
+    faces += [view for size in TIGHTER_SIZES for view in (shrunk(tighter, size, black), shrunk(tighter, size, black).flip(3))]
+    expected = torch.stack([model(f) for f in faces]).mean(0)
+    assert torch.allclose(photo_logits(model, tiles[:1], tighter, black), expected, atol=1e-5)
 
 
 def test_maps_over_the_views_come_back_onto_the_tiles_pixels():

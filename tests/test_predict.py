@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import numpy as np
+import torch
 from PIL import Image
 
 from tests.bad_images import garment_mask
@@ -10,7 +12,7 @@ from tests.helpers import ROOT
 from tests.not_garments import NOT_GARMENTS
 from trainer.explain import explain_file
 from trainer.predict import RECENT_UPLOADS, SURE, Classifier
-from trainer.preprocess import normalise_tile
+from trainer.preprocess import THRESHOLDS, cut_out, normalise_tile
 from trainer.views import PHOTO_SIZES, TILE_SIZES
 
 
@@ -31,9 +33,13 @@ def test_photos_get_the_photo_temperature_and_tiles_the_tiles_one(trained_run, t
     photo.paste((40, 45, 60), mask=garment_mask(photo.size, (150, 40, 330, 320)))
     seen = classifier.classify(photo)
     assert seen.segmented and seen.box[0] < 150 and seen.box[2] > 330
-    x = normalise_tile(seen.seen, classifier.mean, classifier.std)[None]
-    expected = (classifier.logits(x, PHOTO_SIZES)[0] / classifier.photo_temperature).softmax(0).max().item()
-    assert seen.sizes == PHOTO_SIZES and abs(max(seen.probabilities.values()) - expected) < 1e-5, "a photo: its views, its temperature"
+    cut = cut_out(photo)
+    assert len(cut.tiles) == len(THRESHOLDS) and np.array_equal(cut.tiles[0], seen.seen), "the tile shown comes first"
+    tiles = torch.stack([normalise_tile(tile, classifier.mean, classifier.std) for tile in cut.tiles])
+    expected = (classifier.photo_logits(tiles[:1], tiles[1:])[0] / classifier.photo_temperature).softmax(0).max().item()
+    assert seen.sizes == PHOTO_SIZES, "explained on the tile's own views"
+    assert abs(max(seen.probabilities.values()) - expected) < 1e-5, "a photo: its cut-outs, their views, its temperature"
+    x = tiles[:1]
     tile = classifier.classify(Image.fromarray(seen.seen))  # the same garment, already a Fashion-MNIST tile: seen as one
     expected = (classifier.logits(x, TILE_SIZES)[0] / classifier.temperature).softmax(0).max().item()
     assert tile.sizes == TILE_SIZES and abs(max(tile.probabilities.values()) - expected) < 1e-5

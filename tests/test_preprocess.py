@@ -30,7 +30,7 @@ from tests.bad_images import (
 )
 from trainer.errors import UserError
 from trainer.predict import DECODE_SIDE
-from trainer.preprocess import ImageError, cut_out, naive_preprocess, open_image, preprocess, to_fashion_mnist
+from trainer.preprocess import THRESHOLDS, ImageError, cut_out, naive_preprocess, open_image, preprocess, to_fashion_mnist
 
 torch.set_num_threads(1)
 MEAN, STD = 0.2860, 0.3530
@@ -175,6 +175,22 @@ def test_the_box_is_where_the_garment_is_in_the_photo():
     assert cut.segmented and cut.photo
     expected = (290 - 150, 100, 290 + 150, 400)
     assert np.allclose(cut.box, expected, atol=6), (cut.box, expected)
+
+
+def test_the_tighter_cut_out_leaves_out_a_pale_shadow():
+    """A photo's garment is cut out twice (`THRESHOLDS`): the tile shown keeps a shadow that differs from the floor a
+    little, the tighter cut-out leaves it out; a Fashion-MNIST tile is only itself."""
+    img = Image.new("RGB", (640, 480), (235, 232, 226))
+    img.paste((215, 212, 206), (380, 100, 440, 400))  # a pale shadow along the garment's right side
+    img.paste((40, 45, 60), mask=garment_mask(img.size, (200, 100, 380, 400)))
+    cut = cut_out(img)
+    assert len(cut.tiles) == len(THRESHOLDS) == 2 and np.array_equal(cut.tiles[0], cut.tile)
+    widths = [int((tile > 5).any(axis=0).sum()) for tile in cut.tiles]
+    assert widths[1] < widths[0] - 3, f"the shadow's faint band widens the tile shown, not the tighter one: {widths}"
+    columns = np.flatnonzero((cut.tiles[1] > 5).any(axis=0))
+    assert abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1, "the tighter cut-out is the garment alone, centred"
+    tile = cut_out(Image.fromarray(cut.tile))
+    assert not tile.photo and len(tile.tiles) == 1 and np.array_equal(tile.tiles[0], tile.tile)
 
 
 def loud_pattern(w: int, h: int) -> np.ndarray:

@@ -1,9 +1,10 @@
 """`python -m trainer.predict IMAGE... [--checkpoint PATH]`: classify clothing photos with a run's `model.pt`.
 
 The Gradio demo and the benchmarks use the same `Classifier`, so all three see a photo the same way: the
-photo is cut out to a tile (`trainer.preprocess`), the network's logits are averaged over the tile and its
-mirror image (`trainer.views`), and divided by the temperature `model.pt` holds for that kind of input, so that
-the top class's probability is about how often such an answer is right. Below `SURE` the answer is "not sure".
+photo is cut out to a tile, and to a tighter one (`trainer.preprocess`), the network's logits are averaged over
+their views (`trainer.views`), and divided by the temperature `model.pt` holds for that kind of
+input, so that the top class's probability is about how often such an answer is right. Below `SURE` the answer is
+"not sure".
 """
 
 import argparse
@@ -23,11 +24,11 @@ from PIL import Image
 from trainer.errors import UserError
 from trainer.export import load_model_file
 from trainer.preprocess import ImageError, cut_out, normalise_tile, open_image
-from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits
+from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits, photo_logits
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
-SURE = 0.56  # the calibrated probability below which the demo says it is not sure (chosen on real photos: docs/real_photos.md, "Twelfth round")
+SURE = 0.6  # the calibrated probability below which the demo is not sure (chosen on real photos, docs/real_photos.md)
 RECENT_UPLOADS = 16  # uploads whose decoded image and prediction the demo's classifier keeps (`Classifier.read_file`)
 
 
@@ -62,10 +63,19 @@ class Classifier:
         """Logits of normalised (N, 1, 28, 28) tiles, averaged over the test-time views at these sizes."""
         return averaged_logits(self.model, tiles, sizes, self.background)
 
+    @torch.inference_mode()
+    def photo_logits(self, tile: torch.Tensor, tighter: torch.Tensor) -> torch.Tensor:
+        """A photo's logits: its normalised (1, 1, 28, 28) tile and (K, 1, 28, 28) tighter cut-outs (trainer.views)."""
+        return photo_logits(self.model, tile, tighter, self.background)
+
     def classify(self, image: Image.Image) -> Prediction:
         cut = cut_out(image)
-        sizes, temperature = (PHOTO_SIZES, self.photo_temperature) if cut.photo else (TILE_SIZES, self.temperature)
-        probs = F.softmax(self.logits(normalise_tile(cut.tile, self.mean, self.std)[None], sizes)[0] / temperature, dim=0)
+        tiles = torch.stack([normalise_tile(tile, self.mean, self.std) for tile in cut.tiles])
+        if cut.photo:
+            sizes, logits = PHOTO_SIZES, self.photo_logits(tiles[:1], tiles[1:])[0] / self.photo_temperature
+        else:
+            sizes, logits = TILE_SIZES, self.logits(tiles, TILE_SIZES)[0] / self.temperature
+        probs = F.softmax(logits, dim=0)
         sure = probs.max().item() >= SURE
         return Prediction(dict(zip(self.class_names, probs.tolist())), cut.tile, cut.box, cut.segmented, sure, sizes)
 

@@ -15,7 +15,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,10 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 MIN_SIDE = 8  # below this there is nothing to segment
 MAX_ASPECT = 10.0  # a garment photo is never a thin strip
 WORK_SIDE = 192  # the background model and the mask are computed at this size: fast, and plenty for 28x28
-THRESHOLD = 5.5  # colour distance from the background model, in robust standard deviations
+# colour distances from the background model, in robust standard deviations, at which the garment is cut out: the
+# first makes the tile shown; the second, tighter, leaves out a garment's shadow, pale edges and what touches it, and
+# the classifier looks at both (trainer.views.photo_logits; docs/real_photos.md, "Thirteenth round")
+THRESHOLDS = (5.5, 13.0)
 CENTRE_THRESHOLD = 3.0  # the fallback: colour distance from the middle of the picture, in robust standard deviations
 MIN_GARMENT_SHARE = 0.02  # a cut-out smaller than this share of the picture is a speck, not the garment
 MIN_FILL = 0.4  # a cut-out covering less of its bounding box than this is scraps of a garment (chosen on real photos)
@@ -194,6 +197,11 @@ class Cutout:
     box: tuple[float, float, float, float]  # (left, top, right, bottom) of the square the tile shows, in the photo's pixels
     segmented: bool  # False: the garment could not be cut out from its background, and a fallback was used
     photo: bool = True  # False: the input already looked like a Fashion-MNIST tile (light on a dark border)
+    tiles: tuple[np.ndarray, ...] = ()  # the garment cut out at each of THRESHOLDS, `tile` first; only `tile` if not a photo
+
+    def __post_init__(self) -> None:
+        if not self.tiles:
+            self.tiles = (self.tile,)
 
 
 def to_fashion_mnist(image: Image.Image) -> np.ndarray:
@@ -207,8 +215,9 @@ def cut_out(image: Image.Image) -> Cutout:
     An input that already looks like Fashion-MNIST (dark border) only goes to grey and to 28x28.
     Otherwise a colour model of the background is fitted to the image border (a smooth surface,
     robust to clutter touching the border, so gradients, vignetting and tinted sheets are
-    background too); the garment is what differs from it in colour, not only in brightness,
-    cleaned up morphologically and reduced to its main connected component(s).  When that finds
+    background too); the garment is what differs from it in colour, not only in brightness, by more
+    than each of THRESHOLDS (a tile for each: `tiles`, the first also `tile`), cleaned up
+    morphologically and reduced to its main connected component(s).  When that finds
     nothing (a busy pattern behind the garment, or a garment filling the frame), or only scraps of
     it (`_scraps`: a garment close to its background in colour), the garment is taken to be what
     looks like the middle of the picture (`_centre_mask`).  Its luminance is
@@ -234,38 +243,58 @@ def cut_out(image: Image.Image) -> Cutout:
 
     x = np.asarray(work, dtype=np.float32)
     feats = _opponent(x)
-    if float(np.percentile(feats[..., 0], 99) - np.percentile(feats[..., 0], 1)) < BLANK_RANGE and float(
-        np.abs(feats[..., 1:] - np.median(feats[..., 1:], axis=(0, 1))).max()
-    ) < BLANK_RANGE:
+    low, high = np.percentile(feats[::2, ::2, 0], (1, 99))  # every other pixel: the same range in a quarter of the time
+    if float(high - low) < BLANK_RANGE and float(np.abs(feats[..., 1:] - np.median(feats[..., 1:], axis=(0, 1))).max()) < BLANK_RANGE:
         raise ImageError("No garment could be told apart from the background in this picture: it looks blank.")
     background, sigma = _fit_background(feats)
-    distance2 = (((feats - background) / sigma) ** 2).sum(axis=2)
-    mask = _main_components(_clean(distance2 > THRESHOLD**2))
+    scaled = (feats - background) / sigma
+    scaled *= scaled
+    distance2 = scaled[..., 0] + scaled[..., 1] + scaled[..., 2]  # 3x faster than .sum(axis=2), the same sums
+    centre = functools.cache(lambda: _centre_mask(feats))  # the fallback, found at most once for all thresholds
+    masks = [_garment(distance2, threshold, centre) for threshold in THRESHOLDS]
+    mask, segmented = masks[0]
+    if not segmented:
+        background = np.broadcast_to(np.median(feats[~mask], axis=0) if (~mask).any() else feats.mean(axis=(0, 1)), feats.shape)
+    value = _tone(feats[..., 0], background[..., 0], mask)
+    tiles = tuple(_tile(value, garment) for garment, _ in masks)
+    box = _bounds(mask)
+    return Cutout(tiles[0], _square_box(box[0].start, box[1].start, value[box].shape, to_photo), segmented, tiles=tiles)
+
+
+def _garment(distance2: np.ndarray, threshold: float, centre: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """The garment's mask where it differs from the background by `threshold`, and whether it was cut out (False:
+    the fallback's colour of the middle of the picture)."""
+    mask = _main_components(_clean(distance2 > threshold**2))
     segmented = bool(mask.mean() >= MIN_GARMENT_SHARE)
     if not segmented or _scraps(mask):
         # nothing found, or only scraps of a garment close to its background in colour (its print, folds and
         # shadows): the colour of the middle of the picture usually finds it whole
-        centre = _centre_mask(feats)
-        if not segmented or (not _scraps(centre) and centre.mean() < MAX_FALLBACK_SHARE):
-            mask, segmented = centre, False
-            background = np.broadcast_to(np.median(feats[~mask], axis=0) if (~mask).any() else feats.mean(axis=(0, 1)), feats.shape)
+        fallback = centre()
+        if not segmented or (not _scraps(fallback) and fallback.mean() < MAX_FALLBACK_SHARE):
+            return fallback, False
+    return mask, segmented
 
-    luma, bg_luma = feats[..., 0], background[..., 0]
+
+def _tone(luma: np.ndarray, bg_luma: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The picture's grey levels as Fashion-MNIST's: the garment light on dark, decided from the first cut-out."""
     lighter = float(np.median((luma - bg_luma)[mask])) > 0.0
     if lighter and float(np.median(bg_luma)) < 128.0:
-        value = luma  # a light garment on a dark floor is already light on dark; negating would erase it
-    else:
-        # the paper's negation of the product's luminance, after scaling the photo's white point
-        # (the background, or the garment's lightest part) towards 255 so a dim photo reads as white
-        white = max(float(np.percentile(bg_luma, 95)), float(np.percentile(luma[mask], 99)))
-        gain = min(max(255.0 / max(white, 1.0), 1.0), 1.5)
-        value = np.clip(255.0 - luma * gain, 0.0, 255.0)
-    soft = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(0.6)), dtype=np.float32) / 255.0
-    value = value * soft
+        return luma  # a light garment on a dark floor is already light on dark; negating would erase it
+    # the paper's negation of the product's luminance, after scaling the photo's white point
+    # (the background, or the garment's lightest part) towards 255 so a dim photo reads as white
+    # (the background's 95th percentile from every other pixel: it is a smooth surface)
+    white = max(float(np.percentile(bg_luma[::2, ::2], 95)), float(np.percentile(luma[mask], 99)))
+    gain = min(max(255.0 / max(white, 1.0), 1.0), 1.5)
+    return np.clip(255.0 - luma * gain, 0.0, 255.0)
 
+
+def _tile(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The garment's grey levels, the background zeroed with a soft edge, cropped to its box and finished."""
     box = _bounds(mask)
-    crop = value[box]
-    return Cutout(_finish(crop), _square_box(box[0].start, box[1].start, crop.shape, to_photo), segmented)
+    # the blur reaches one pixel: the box and a ring round it, the image's edge repeated beyond it as Pillow does
+    ring = np.pad(mask, 1, mode="edge")[box[0].start : box[0].stop + 2, box[1].start : box[1].stop + 2]
+    soft = np.asarray(Image.fromarray(ring.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(0.6)), dtype=np.float32)[1:-1, 1:-1] / 255.0
+    return _finish(value[box] * soft)
 
 
 def _square_box(top: int, left: int, shape: tuple[int, int], to_photo: tuple[float, float]) -> tuple[float, float, float, float]:
@@ -372,15 +401,7 @@ def _fit_background(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns the surface over the whole image and a robust per-channel noise scale (texture, JPEG).
     """
     h, w, _ = feats.shape
-    band = max(2, round(0.03 * min(h, w)))
-    step = max(1, round(band * 2 * (h + w) / 800))  # ~800 samples are plenty for 6 coefficients per channel
-    ys, xs = np.arange(h)[::step], np.arange(w)[::step]
-    near, far_y, far_x = np.arange(band), h - 1 - np.arange(band), w - 1 - np.arange(band)
-    ys_all = np.concatenate([np.repeat(near, len(xs)), np.repeat(far_y, len(xs)), np.tile(ys, 2 * band)])
-    xs_all = np.concatenate([np.tile(xs, 2 * band), np.repeat(near, len(ys)), np.repeat(far_x, len(ys))])
-    u = (xs_all / max(w - 1, 1) * 2 - 1).astype(np.float32)
-    v = (ys_all / max(h - 1, 1) * 2 - 1).astype(np.float32)
-    design = np.stack([np.ones_like(u), u, v, u * v, u * u, v * v], axis=1)
+    ys_all, xs_all, design = _border_samples(h, w)
     samples = feats[ys_all, xs_all]
     floor = np.array([2.5, 2.0, 2.0], dtype=np.float32)
     keep = np.ones(len(samples), dtype=bool)
@@ -393,9 +414,29 @@ def _fit_background(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     coef = coef.astype(np.float32)
     uu = np.linspace(-1, 1, w, dtype=np.float32)[None, :, None]
     vv = np.linspace(-1, 1, h, dtype=np.float32)[:, None, None]
-    # a(y) + u * (b(y) + u * c): one pass over the image per term instead of six
-    surface = (coef[0] + vv * (coef[2] + vv * coef[5])) + uu * ((coef[1] + vv * coef[3]) + uu * coef[4])
+    # a(y) + u * (b(y) + u * c): one pass over the image per term instead of six, in place
+    surface = (coef[1] + vv * coef[3]) + uu * coef[4]
+    surface *= uu
+    surface += coef[0] + vv * (coef[2] + vv * coef[5])
     return surface, sigma.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _border_samples(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where `_fit_background` samples an h x w image's border band, and its quadratic design matrix there: the
+    same for every photo of that size, so made once."""
+    band = max(2, round(0.03 * min(h, w)))
+    step = max(1, round(band * 2 * (h + w) / 800))  # ~800 samples are plenty for 6 coefficients per channel
+    ys, xs = np.arange(h)[::step], np.arange(w)[::step]
+    near, far_y, far_x = np.arange(band), h - 1 - np.arange(band), w - 1 - np.arange(band)
+    ys_all = np.concatenate([np.repeat(near, len(xs)), np.repeat(far_y, len(xs)), np.tile(ys, 2 * band)])
+    xs_all = np.concatenate([np.tile(xs, 2 * band), np.repeat(near, len(ys)), np.repeat(far_x, len(ys))])
+    u = (xs_all / max(w - 1, 1) * 2 - 1).astype(np.float32)
+    v = (ys_all / max(h - 1, 1) * 2 - 1).astype(np.float32)
+    design = np.stack([np.ones_like(u), u, v, u * v, u * u, v * v], axis=1)
+    for array in (ys_all, xs_all, design):
+        array.flags.writeable = False  # shared between calls
+    return ys_all, xs_all, design
 
 
 def _least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -434,8 +475,7 @@ def _main_components(mask: np.ndarray) -> np.ndarray:
         return mask
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     boxes = ndimage.find_objects(labels)
-    top, bottom = np.array([b[0].start for b in boxes]), np.array([b[0].stop for b in boxes])
-    left, right = np.array([b[1].start for b in boxes]), np.array([b[1].stop for b in boxes])
+    top, bottom, left, right = np.array([(b[0].start, b[0].stop, b[1].start, b[1].stop) for b in boxes]).T
     cy, cx = (top + bottom) / 2 / h - 0.5, (left + right) / 2 / w - 0.5
     off_centre = np.sqrt(cx**2 + cy**2) / np.sqrt(0.5)
     touches = (top == 0) | (left == 0) | (bottom == h) | (right == w)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 TILE_SIZES = (28,)  # a tile that already looks like Fashion-MNIST's
 PHOTO_SIZES = (28, 22)  # the tile a photo was cut out to, in pixels a side
+TIGHTER_SIZES = (22,)  # a photo's tighter cut-outs (trainer.preprocess.THRESHOLDS): shrunk only
 
 
 def shrunk(tiles: torch.Tensor, size: int, background: float) -> torch.Tensor:
@@ -43,6 +44,15 @@ def views(tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: 
 def averaged_logits(model: nn.Module, tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: float = 0.0) -> torch.Tensor:
     """The model's logits for (N, 1, H, W) normalised tiles, averaged over their views: what the demo classifies with."""
     return model(views(tiles, sizes, background)).view(2 * len(sizes), len(tiles), -1).mean(0)
+
+
+def photo_logits(model: nn.Module, tile: torch.Tensor, tighter: torch.Tensor, background: float = 0.0) -> torch.Tensor:
+    """A photo's logits (1, C): its (1, 1, H, W) tile at PHOTO_SIZES and its (K, 1, H, W) tighter cut-outs at
+    TIGHTER_SIZES, each view with its mirror image, averaged in one batch.  Where a photo's garment ends is uncertain;
+    the tighter cut-out, without its shadow and pale edges, shrunk as the smaller view is, makes the answers right more
+    often and ranks them better by confidence; at full size it does not help (docs/real_photos.md, "Thirteenth round")."""
+    every_view = torch.cat([views(tile, PHOTO_SIZES, background), views(tighter, TIGHTER_SIZES, background)])
+    return model(every_view).mean(0, keepdim=True)
 
 
 def averaged_maps(maps: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES) -> torch.Tensor:
