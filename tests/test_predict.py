@@ -39,9 +39,8 @@ def test_photos_get_the_photo_temperature_and_tiles_the_tiles_one(trained_run, t
     expected = (classifier.photo_logits(tiles[:1], tiles[1:])[0] / classifier.photo_temperature).softmax(0).max().item()
     assert seen.sizes == PHOTO_SIZES, "explained on the tile's own views"
     assert abs(max(seen.probabilities.values()) - expected) < 1e-5, "a photo: its cut-outs, their views, its temperature"
-    x = tiles[:1]
     tile = classifier.classify(Image.fromarray(seen.seen))  # the same garment, already a Fashion-MNIST tile: seen as one
-    expected = (classifier.logits(x, TILE_SIZES)[0] / classifier.temperature).softmax(0).max().item()
+    expected = (classifier.logits(tiles[:1], TILE_SIZES)[0] / classifier.temperature).softmax(0).max().item()
     assert tile.sizes == TILE_SIZES and abs(max(tile.probabilities.values()) - expected) < 1e-5
 
 
