@@ -243,19 +243,21 @@ def cut_out(image: Image.Image) -> Cutout:
 
     x = np.asarray(work, dtype=np.float32)
     feats = _opponent(x)
-    low, high = np.percentile(feats[::2, ::2, 0], (1, 99))  # every other pixel: the same range in a quarter of the time
-    if float(high - low) < BLANK_RANGE and float(np.abs(feats[..., 1:] - np.median(feats[..., 1:], axis=(0, 1))).max()) < BLANK_RANGE:
+    low, high = np.percentile(feats[0, ::2, ::2], (1, 99))  # every other pixel: the same range in a quarter of the time
+    chroma = feats[1:]
+    if float(high - low) < BLANK_RANGE and float(np.abs(chroma - np.median(chroma, axis=(1, 2))[:, None, None]).max()) < BLANK_RANGE:
         raise ImageError("No garment could be told apart from the background in this picture: it looks blank.")
     background, sigma = _fit_background(feats)
     scaled = (feats - background) / sigma
     scaled *= scaled
-    distance2 = scaled[..., 0] + scaled[..., 1] + scaled[..., 2]  # 3x faster than .sum(axis=2), the same sums
+    distance2 = scaled[0] + scaled[1] + scaled[2]
     centre = functools.cache(lambda: _centre_mask(feats))  # the fallback, found at most once for all thresholds
     masks = [_garment(distance2, threshold, centre) for threshold in THRESHOLDS]
     mask, segmented = masks[0]
     if not segmented:
-        background = np.broadcast_to(np.median(feats[~mask], axis=0) if (~mask).any() else feats.mean(axis=(0, 1)), feats.shape)
-    value = _tone(feats[..., 0], background[..., 0], mask)
+        colour = np.median(feats[:, ~mask], axis=1) if (~mask).any() else feats.mean(axis=(1, 2))
+        background = np.broadcast_to(colour[:, None, None], feats.shape)
+    value = _tone(feats[0], background[0], mask)
     tiles = tuple(_tile(value, garment) for garment, _ in masks)
     box = _bounds(mask)
     return Cutout(tiles[0], _square_box(box[0].start, box[1].start, value[box].shape, to_photo), segmented, tiles=tiles)
@@ -277,7 +279,7 @@ def _garment(distance2: np.ndarray, threshold: float, centre: Callable[[], np.nd
 
 def _tone(luma: np.ndarray, bg_luma: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The picture's grey levels as Fashion-MNIST's: the garment light on dark, decided from the first cut-out."""
-    lighter = float(np.median((luma - bg_luma)[mask])) > 0.0
+    lighter = float(np.median(luma[mask] - bg_luma[mask])) > 0.0
     if lighter and float(np.median(bg_luma)) < 128.0:
         return luma  # a light garment on a dark floor is already light on dark; negating would erase it
     # the paper's negation of the product's luminance, after scaling the photo's white point
@@ -292,7 +294,8 @@ def _tile(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The garment's grey levels, the background zeroed with a soft edge, cropped to its box and finished."""
     box = _bounds(mask)
     # the blur reaches one pixel: the box and a ring round it, the image's edge repeated beyond it as Pillow does
-    ring = np.pad(mask, 1, mode="edge")[box[0].start : box[0].stop + 2, box[1].start : box[1].stop + 2]
+    rows, cols = (np.clip(np.arange(b.start - 1, b.stop + 1), 0, n - 1) for b, n in zip(box, mask.shape))
+    ring = mask[np.ix_(rows, cols)]
     soft = np.asarray(Image.fromarray(ring.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(0.6)), dtype=np.float32)[1:-1, 1:-1] / 255.0
     return _finish(value[box] * soft)
 
@@ -328,11 +331,11 @@ def _centre_mask(feats: np.ndarray) -> np.ndarray:
     lies on a loud pattern), the colour of the central patch is a better model of the garment than the
     border is of the background.  If even that finds too little, the central 80% of the picture is used.
     """
-    h, w, _ = feats.shape
-    centre = feats[int(0.4 * h) : int(0.6 * h) + 1, int(0.4 * w) : int(0.6 * w) + 1].reshape(-1, 3)
-    colour = np.median(centre, axis=0)
-    spread = np.maximum(1.4826 * np.median(np.abs(centre - colour), axis=0), np.array([12.0, 8.0, 8.0], dtype=np.float32))
-    near = ((((feats - colour) / spread) ** 2).sum(axis=2)) < CENTRE_THRESHOLD**2
+    _, h, w = feats.shape
+    centre = feats[:, int(0.4 * h) : int(0.6 * h) + 1, int(0.4 * w) : int(0.6 * w) + 1].reshape(3, -1)
+    colour = np.median(centre, axis=1, keepdims=True)
+    spread = np.maximum(1.4826 * np.median(np.abs(centre - colour), axis=1, keepdims=True), np.array([[12.0], [8.0], [8.0]], dtype=np.float32))
+    near = ((((feats - colour[..., None]) / spread[..., None]) ** 2).sum(axis=0)) < CENTRE_THRESHOLD**2
     mask = _main_components(_clean(near))
     if mask.mean() >= MIN_GARMENT_SHARE:
         return mask
@@ -374,9 +377,9 @@ def _finish(crop: np.ndarray, sharpen: bool = True, stretch: bool = True) -> np.
     """Pad to square keeping the garment centred, resize the longest edge to 28, sharpen, stretch to 255."""
     h, w = crop.shape
     side, top, left = _square_padding(h, w)
-    square = np.zeros((side, side), dtype=np.float32)
-    square[top : top + h, left : left + w] = crop
-    img = Image.fromarray(np.clip(np.rint(square), 0, 255).astype(np.uint8))
+    square = np.zeros((side, side), dtype=np.uint8)
+    square[top : top + h, left : left + w] = np.clip(np.rint(crop), 0, 255)
+    img = Image.fromarray(square)
     if side != SIZE:
         img = img.resize((SIZE, SIZE), Image.Resampling.LANCZOS if side > SIZE else Image.Resampling.BICUBIC)
     if sharpen:
@@ -389,36 +392,38 @@ def _finish(crop: np.ndarray, sharpen: bool = True, stretch: bool = True) -> np.
 
 
 def _opponent(x: np.ndarray) -> np.ndarray:
-    """RGB -> luma and two opponent chroma axes: nearly decorrelated, so a per-axis scale is meaningful."""
+    """RGB (H, W, 3) -> (3, H, W): luma and two opponent chroma axes, nearly decorrelated, so a per-axis scale is
+    meaningful.  Channels first: every per-pixel step after this runs over contiguous rows, 3-5x faster."""
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     luma = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b  # not x @ _LUMA: no BLAS threads for a tiny product
-    return np.stack([luma, r - g, 0.5 * (r + g) - b], axis=2)
+    return np.stack([luma, r - g, 0.5 * (r + g) - b])
 
 
 def _fit_background(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fit a smooth (quadratic) colour surface to the border band, trimming outliers (clutter, a garment touching the edge).
 
-    Returns the surface over the whole image and a robust per-channel noise scale (texture, JPEG).
+    Returns the surface over the whole image, (3, H, W) as `feats`, and a robust per-channel noise scale (texture,
+    JPEG), (3, 1, 1) to divide it by.
     """
-    h, w, _ = feats.shape
+    _, h, w = feats.shape
     ys_all, xs_all, design = _border_samples(h, w)
-    samples = feats[ys_all, xs_all]
+    samples = feats[:, ys_all, xs_all].T.astype(np.float64)
     floor = np.array([2.5, 2.0, 2.0], dtype=np.float32)
     keep = np.ones(len(samples), dtype=bool)
     for _ in range(3):
         coef = _least_squares(design[keep], samples[keep])
-        resid = samples - np.einsum("nk,kc->nc", design, coef)
+        resid = samples - design @ coef
         sigma = np.maximum(1.4826 * np.median(np.abs(resid[keep]), axis=0), floor)
         dist = ((resid / sigma) ** 2).sum(axis=1)
         keep = dist < max(3.5**2, float(np.percentile(dist, 60)))
-    coef = coef.astype(np.float32)
-    uu = np.linspace(-1, 1, w, dtype=np.float32)[None, :, None]
-    vv = np.linspace(-1, 1, h, dtype=np.float32)[:, None, None]
+    coef = coef.astype(np.float32)[..., None, None]
+    uu = np.linspace(-1, 1, w, dtype=np.float32)[None, None, :]
+    vv = np.linspace(-1, 1, h, dtype=np.float32)[None, :, None]
     # a(y) + u * (b(y) + u * c): one pass over the image per term instead of six, in place
     surface = (coef[1] + vv * coef[3]) + uu * coef[4]
     surface *= uu
     surface += coef[0] + vv * (coef[2] + vv * coef[5])
-    return surface, sigma.astype(np.float32)
+    return surface, sigma.astype(np.float32)[:, None, None]
 
 
 @functools.lru_cache(maxsize=8)
@@ -433,17 +438,15 @@ def _border_samples(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     xs_all = np.concatenate([np.tile(xs, 2 * band), np.repeat(near, len(ys)), np.repeat(far_x, len(ys))])
     u = (xs_all / max(w - 1, 1) * 2 - 1).astype(np.float32)
     v = (ys_all / max(h - 1, 1) * 2 - 1).astype(np.float32)
-    design = np.stack([np.ones_like(u), u, v, u * v, u * u, v * v], axis=1)
+    design = np.stack([np.ones_like(u), u, v, u * v, u * u, v * v], axis=1).astype(np.float64)
     for array in (ys_all, xs_all, design):
         array.flags.writeable = False  # shared between calls
     return ys_all, xs_all, design
 
 
 def _least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Normal equations with einsum: np.linalg.lstsq goes through a threaded BLAS, which is slow on a busy CPU."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    gram = np.einsum("nk,nj->kj", a64, a64) + 1e-6 * np.eye(a.shape[1])
-    return np.linalg.solve(gram, np.einsum("nk,nc->kc", a64, b64))
+    """Normal equations: np.linalg.lstsq's SVD is slow for six unknowns."""
+    return np.linalg.solve(a.T @ a + 1e-6 * np.eye(a.shape[1]), a.T @ b)
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:
@@ -470,7 +473,7 @@ def _main_components(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage  # here, not at the top: every training run imports this module, SciPy adds 0.3 s to its start
 
     h, w = mask.shape
-    labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    labels, n = ndimage.label(mask, structure=EIGHT_CONNECTED, output=np.intp)  # bincount's type: no copy
     if n == 0:
         return mask
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -487,7 +490,7 @@ def _main_components(mask: np.ndarray) -> np.ndarray:
     near = (top <= bottom[best] + gap) & (bottom >= top[best] - gap) & (left <= right[best] + gap) & (right >= left[best] - gap)
     keep = near & (area >= 0.03 * area[best]) & ~(touches & ~touches[best])
     keep[best] = True
-    return np.concatenate([[False], keep])[labels]
+    return np.concatenate([[False], keep]).take(labels)  # 2x faster than indexing
 
 
 # --------------------------------------------------------------------------- to tensors
