@@ -24,7 +24,7 @@ DIR/demo_latency.json:
                                    "p95_ms": float, "requests_per_s": float}}  (keyed by clients)
   http_default_client {"clients": 1, "requests": int, ...}: as http["1"], with gradio_client's default settings
   server_peak_rss_mb float: VmHWM of the demo server process
-  targets_met        {"in_process_median": bool (<= 10 ms), "http_median_1_client": bool (<= 100 ms),
+  targets_met        {"in_process_median": bool (<= 15 ms), "http_median_1_client": bool (<= 100 ms),
                       "explain_in_process_median": bool (<= 50 ms)}
 DIR/demo_latency.png: median and p95 latency of each way of asking.
 """
@@ -49,7 +49,7 @@ from trainer.errors import UserError
 from trainer.explain import explain_file
 from trainer.predict import Classifier, resolve_model_path
 
-TARGET_IN_PROCESS_MS, TARGET_HTTP_MS, TARGET_EXPLAIN_MS = 10, 100, 50
+TARGET_IN_PROCESS_MS, TARGET_HTTP_MS, TARGET_EXPLAIN_MS = 15, 100, 50  # issue #14: 15 ms with the test-time views
 SEEN_SIZE = 224  # pixels: demo/app.py's enlarged tile
 CONCURRENT_CLIENTS = 16
 WARM_UP = 3  # requests before measuring: first calls pay for lazy imports and allocations
