@@ -393,7 +393,7 @@ def _finish(crop: np.ndarray, sharpen: bool = True, stretch: bool = True) -> np.
 
 def _opponent(x: np.ndarray) -> np.ndarray:
     """RGB (H, W, 3) -> (3, H, W): luma and two opponent chroma axes, nearly decorrelated, so a per-axis scale is
-    meaningful.  Channels first: every per-pixel step after this runs over contiguous rows, 3-5x faster."""
+    meaningful.  Channels first: every per-pixel step after this runs over contiguous rows, not strided triples."""
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     luma = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b  # not x @ _LUMA: no BLAS threads for a tiny product
     return np.stack([luma, r - g, 0.5 * (r + g) - b])
@@ -445,7 +445,8 @@ def _border_samples(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Normal equations: np.linalg.lstsq's SVD is slow for six unknowns."""
+    """Normal equations: np.linalg.lstsq's SVD is slow for six unknowns, and products this small run on one thread, so a
+    busy CPU does not stall them."""
     return np.linalg.solve(a.T @ a + 1e-6 * np.eye(a.shape[1]), a.T @ b)
 
 
