@@ -30,6 +30,7 @@ from tests.bad_images import (
 )
 from trainer.errors import UserError
 from trainer.predict import DECODE_SIDE
+import trainer.preprocess as preprocess_module
 from trainer.preprocess import THRESHOLDS, ImageError, cut_out, naive_preprocess, open_image, preprocess, to_fashion_mnist
 
 torch.set_num_threads(1)
@@ -442,3 +443,16 @@ def test_build_benchmark_balanced_and_reused(data_root, tmp_path):
     mtimes = [p.stat().st_mtime_ns for p, _ in items]
     assert build_benchmark(str(data_root), tmp_path / "set", n=10, seed=0) == items
     assert [p.stat().st_mtime_ns for p, _ in items] == mtimes, "an existing set is reused, not rebuilt"
+
+
+def test_the_garment_is_sought_only_where_it_can_be():
+    """`cut_out` cleans and searches the mask only round what is above the threshold (`CLEAN_REACH`): the same
+    garment as a search of the whole picture, for blobs and specks anywhere, at the edges too."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = rng.integers(20, 80, 2)
+        above = rng.random((h, w)) < rng.uniform(0.0, 0.05)  # specks
+        for _ in range(rng.integers(0, 4)):  # blobs, some cut off by the frame
+            top, left = rng.integers(-10, h), rng.integers(-10, w)
+            above[max(top, 0) : top + rng.integers(2, 30), max(left, 0) : left + rng.integers(2, 30)] = True
+        assert np.array_equal(preprocess_module._pieces(above), preprocess_module._main_components(preprocess_module._clean(above)))
