@@ -30,8 +30,9 @@ from tests.bad_images import (
 )
 from trainer.errors import UserError
 from trainer.predict import DECODE_SIDE
-import trainer.preprocess as preprocess_module
-from trainer.preprocess import THRESHOLDS, ImageError, cut_out, naive_preprocess, open_image, preprocess, to_fashion_mnist
+from trainer.preprocess import (
+    THRESHOLDS, ImageError, _clean, _main_components, _pieces, cut_out, naive_preprocess, open_image, preprocess, to_fashion_mnist,
+)
 
 torch.set_num_threads(1)
 MEAN, STD = 0.2860, 0.3530
@@ -455,4 +456,4 @@ def test_the_garment_is_sought_only_where_it_can_be():
         for _ in range(rng.integers(0, 4)):  # blobs, some cut off by the frame
             top, left = rng.integers(-10, h), rng.integers(-10, w)
             above[max(top, 0) : top + rng.integers(2, 30), max(left, 0) : left + rng.integers(2, 30)] = True
-        assert np.array_equal(preprocess_module._pieces(above), preprocess_module._main_components(preprocess_module._clean(above)))
+        assert np.array_equal(_pieces(above), _main_components(_clean(above)))
