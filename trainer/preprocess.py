@@ -254,7 +254,7 @@ def cut_out(image: Image.Image) -> Cutout:
     background, sigma = _fit_background(feats)
     scaled = (feats - background) / sigma
     scaled *= scaled
-    distance2 = scaled[0] + scaled[1] + scaled[2]
+    distance2 = scaled.sum(axis=0)
     centre = functools.cache(lambda: _centre_mask(feats))  # the fallback, found at most once for all thresholds
     masks = [_garment(distance2, threshold, centre) for threshold in THRESHOLDS]
     mask, segmented = masks[0]
@@ -331,8 +331,9 @@ def _bounds(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
     """The rows and columns of the smallest box around a non-empty mask's pixels, `margin` wider on each side within
     the mask."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    (h, w), m = mask.shape, margin
-    return slice(max(rows[0] - m, 0), min(rows[-1] + 1 + m, h)), slice(max(cols[0] - m, 0), min(cols[-1] + 1 + m, w))
+    h, w = mask.shape
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)))
 
 
 def _scraps(mask: np.ndarray) -> bool:
