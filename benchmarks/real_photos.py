@@ -8,6 +8,9 @@ DIR/real_photos.json:
   machine, quick, checkpoint, photos (folder), n
   per_class      {group: {"n", "top1", "top3", "sure_share", "answers": {class: count}}}, group = the accept field
   macro_top1, macro_top3  unweighted means over the groups
+  macro_top1_interval     [low, high]: where 95% of macro_top1's values fall when the photos are drawn again
+                          (stratified bootstrap, trainer.photos.macro_interval): how far another set of such
+                          photos could differ by chance
   refused        photos refused with a message (the sentences, by count)
   cut_out_share  share of photos whose garment was cut out from its background (the rest: the centre fallback)
   confidence     {"mean", "mean_when_right", "mean_when_wrong", "ece"}: the top class's probability; expected
@@ -63,7 +66,8 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     met, conf, sure = report["targets_met"], report["confidence"], report["sure"]
     refused = sum(report["refused"].values())
     return [
-        ["real photos, macro top-1 / top-3", f"{report['macro_top1']:.3f} / {report['macro_top3']:.3f}",
+        ["real photos, macro top-1 (95% interval over the photos) / top-3",
+         f"{report['macro_top1']:.4f} ({report['macro_top1_interval'][0]:.3f}-{report['macro_top1_interval'][1]:.3f}) / {report['macro_top3']:.3f}",
          f">= {TARGETS['macro_top1']} / >= {TARGETS['macro_top3']}", verdict(met["macro_top1"] and met["macro_top3"])],
         ["real photos refused", f"{refused} of {report['n']}", f"<= {TARGETS['refused']} of 990", verdict(met["refused"])],
         ["real photos, calibration error", f"{conf['ece']:.3f} (confidence {conf['mean']:.2f})", f"<= {TARGETS['ece']}", verdict(met["ece"])],

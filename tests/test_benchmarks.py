@@ -126,7 +126,7 @@ def test_real_photos(tmp_path, trained_run, data_root):
     check_fields(report, {
         "machine": MACHINE, "quick": bool, "checkpoint": str, "photos": str, "n": int,
         "per_class": {group: per_class for group in groups},
-        "macro_top1": NUMBER, "macro_top3": NUMBER, "refused": dict, "cut_out_share": NUMBER,
+        "macro_top1": NUMBER, "macro_top1_interval": list, "macro_top3": NUMBER, "refused": dict, "cut_out_share": NUMBER,
         "confidence": {"mean": NUMBER, "mean_when_right": OPTIONAL_NUMBER, "mean_when_wrong": OPTIONAL_NUMBER, "ece": NUMBER},
         "sure": {"share": NUMBER, "accuracy": OPTIONAL_NUMBER},
         "confusion": {group: dict for group in groups},
@@ -136,6 +136,8 @@ def test_real_photos(tmp_path, trained_run, data_root):
     assert report["n"] == 8 * len(groups) and all(c["n"] == 8 for c in report["per_class"].values())
     assert all(sum(report["confusion"][g].values()) == 8 for g in groups)
     assert report["macro_top1"] <= report["macro_top3"]
+    low, high = report["macro_top1_interval"]
+    assert low < report["macro_top1"] < high, "8 photos a class leave the figure uncertain both ways"
     check_plots(tmp_path, "real_photos_contact_sheet.png")
 
 

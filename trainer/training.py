@@ -321,7 +321,7 @@ def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best
 def measure_photos(model_file: Path, folder: Path) -> dict:
     """How the exported model does on real photos, through the demo's own path; the figures that say the most."""
     summary = summarise(classify_all(Classifier(model_file), read_manifest(folder)))
-    keep = ("n", "macro_top1", "macro_top3", "refused", "confidence", "sure")
+    keep = ("n", "macro_top1", "macro_top1_interval", "macro_top3", "refused", "confidence", "sure")
     return {"folder": str(folder), **{key: summary[key] for key in keep},
             "per_class_top1": {group: c["top1"] for group, c in summary["per_class"].items()}}
 
