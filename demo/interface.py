@@ -117,7 +117,7 @@ def model_card(classifier: Classifier) -> str:
         "Photos are brought to Fashion-MNIST's form first: the garment is separated from its background, "
         "cropped, centred, made light on black and shrunk to 28x28 pixels, as shown on the right.\n\n"
         f"The probabilities are calibrated: an answer given with 80% is right about 80% of the time. Below {SURE:.0%} the "
-        "demo says it is not sure. On real photos of clothes laid flat it is right about two times in three, and about "
+        "demo says it is not sure. On real photos of clothes laid flat it is right nearly two times in three, and about "
         "five times in six when it is sure (docs/real_photos.md)."
     )
 
