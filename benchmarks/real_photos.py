@@ -1,8 +1,12 @@
-"""`python -m benchmarks.real_photos --out DIR [--checkpoint PATH] [--photos DIR] [--quick]`: the demo on real photos.
+"""`python -m benchmarks.real_photos --out DIR [--checkpoint PATH ...] [--photos DIR] [--quick]`: the demo on real photos.
 
 Every photo listed in the folder's MANIFEST.tsv (`path`, `accept`: the class names that count as right,
-separated by `|`) goes through `trainer.predict.Classifier.classify_file`, the demo's own path, one at a
-time. The photos measure; nothing is trained on them.
+separated by `|`) goes through the demo's own path, one at a time: decoded and cut out (`trainer.photos.cut_all`),
+then classified by `trainer.predict.Classifier` (`classify_cut`). The photos measure; nothing is trained on them.
+
+With several checkpoints (the seeds of one recipe, say) the photos are cut out once and each model is reported in
+DIR/<its run directory's name>/, and DIR/real_photos_summary.json gives the median and range over the models of
+the figures the targets name, which is how the README reports them.
 
 DIR/real_photos.json:
   machine, quick, checkpoint, photos (folder), n
@@ -21,22 +25,28 @@ DIR/real_photos.json:
   targets_met    {"macro_top1": >= 0.65, "macro_top3": >= 0.85, "refused": <= 5 of 990, "ece": <= 0.10,
                   "sure_share": >= 0.5, "sure_accuracy": >= 0.8}
 DIR/real_photos_contact_sheet.png: per group, tiles the model saw when right (green) and wrong (red, with its answer).
+DIR/real_photos_summary.json (several checkpoints): machine, quick, photos, n, checkpoints, and for each of
+  macro_top1, macro_top3, refused, ece, sure_share, sure_accuracy {"median", "min", "max", "met"}, `met` judged
+  on the median
 """
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from benchmarks.common import data_root, entry, fmt, machine, parser, report_results, table, verdict
-from trainer.photos import classify_all, default_folder, read_manifest, summarise
+from trainer.photos import classify_cuts, cut_all, default_folder, read_manifest, summarise
 from trainer.predict import Classifier, resolve_model_path
 
 QUICK_PER_GROUP = 8
 SHEET_PER_ROW = 12
 TILE_SCALE = 3
 TARGETS = {"macro_top1": 0.65, "macro_top3": 0.85, "refused": 5, "ece": 0.10, "sure_share": 0.5, "sure_accuracy": 0.8}
+LABELS = {"macro_top1": "macro top-1", "macro_top3": "macro top-3", "refused": "photos refused", "ece": "calibration error",
+          "sure_share": "share answered without 'not sure'", "sure_accuracy": "right when sure"}
 
 
 def contact_sheet(records: list[dict[str, Any]], path: Path) -> None:
@@ -76,28 +86,45 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__)
-    p.add_argument("--checkpoint", help="model.pt to measure (default: the newest runs/*/model.pt)")
-    p.add_argument("--photos", type=Path, help="folder with MANIFEST.tsv (default: realphotos beside FashionMNIST/)")
-    args = p.parse_args(argv)
-    photos = args.photos or default_folder(data_root())
-    rows = read_manifest(photos, QUICK_PER_GROUP if args.quick else None)
-    checkpoint = resolve_model_path(args.checkpoint)
-    torch.set_num_threads(1)  # as demo/app.py serves
-    classifier = Classifier(checkpoint)
-    records = classify_all(classifier, rows)
-    report = {"machine": machine(), "quick": args.quick, "checkpoint": str(checkpoint), "photos": str(photos), **summarise(records)}
-    refused = sum(report["refused"].values())
-    report["targets_met"] = {
-        "macro_top1": report["macro_top1"] >= TARGETS["macro_top1"],
-        "macro_top3": report["macro_top3"] >= TARGETS["macro_top3"],
-        "refused": refused <= TARGETS["refused"] * report["n"] / 990,
-        "ece": report["confidence"]["ece"] <= TARGETS["ece"],
-        "sure_share": report["sure"]["share"] >= TARGETS["sure_share"],
-        "sure_accuracy": (report["sure"]["accuracy"] or 0) >= TARGETS["sure_accuracy"],
+def measure(classifier: Classifier, cuts: list[dict[str, Any]], photos: Path, quick: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One model's report on photos already cut out, and its records (for the contact sheet)."""
+    records = classify_cuts(classifier, cuts)
+    report = {"machine": machine(), "quick": quick, "checkpoint": str(classifier.path), "photos": str(photos), **summarise(records)}
+    report["targets_met"] = targets_met(figures(report), report["n"])
+    return report, records
+
+
+def figures(report: dict[str, Any]) -> dict[str, float | None]:
+    """The figures the targets name, from one model's report."""
+    return {"macro_top1": report["macro_top1"], "macro_top3": report["macro_top3"], "refused": sum(report["refused"].values()),
+            "ece": report["confidence"]["ece"], "sure_share": report["sure"]["share"], "sure_accuracy": report["sure"]["accuracy"]}
+
+
+def targets_met(values: dict[str, float | None], n: int) -> dict[str, bool]:
+    return {
+        "macro_top1": values["macro_top1"] >= TARGETS["macro_top1"],
+        "macro_top3": values["macro_top3"] >= TARGETS["macro_top3"],
+        "refused": values["refused"] <= TARGETS["refused"] * n / 990,
+        "ece": values["ece"] <= TARGETS["ece"],
+        "sure_share": values["sure_share"] >= TARGETS["sure_share"],
+        "sure_accuracy": (values["sure_accuracy"] or 0) >= TARGETS["sure_accuracy"],
     }
-    contact_sheet(records, args.out / "real_photos_contact_sheet.png")
+
+
+def summary_over_models(reports: list[dict[str, Any]], photos: Path, quick: bool) -> dict[str, Any]:
+    """Median and range over the models of each figure the targets name; the targets judged on the medians."""
+    each = [figures(report) for report in reports]
+    spread = {key: [values[key] or 0.0 for values in each] for key in each[0]}
+    medians = {key: float(np.median(values)) for key, values in spread.items()}
+    met = targets_met(medians, reports[0]["n"])
+    return {"machine": reports[0]["machine"], "quick": quick, "photos": str(photos), "n": reports[0]["n"],
+            "checkpoints": [report["checkpoint"] for report in reports],
+            **{key: {"median": medians[key], "min": min(values), "max": max(values), "met": met[key]} for key, values in spread.items()}}
+
+
+def report_one(report: dict[str, Any], records: list[dict[str, Any]], out: Path) -> None:
+    contact_sheet(records, out / "real_photos_contact_sheet.png")
+    refused = sum(report["refused"].values())
     details = table(
         ["class", "photos", "top-1", "top-3", "sure", "most frequent answers"],
         [[group if "|" not in group else "footwear", c["n"], f"{c['top1']:.2f}", f"{c['top3']:.2f}", f"{c['sure_share']:.2f}",
@@ -106,7 +133,45 @@ def main(argv: list[str] | None = None) -> int:
         + [["**macro**", report["n"], f"**{report['macro_top1']:.2f}**", f"**{report['macro_top3']:.2f}**",
             f"{report['sure']['share']:.2f}", f"{refused} refused"]],
     )
-    report_results(args.out, "real_photos", report, details, summary_rows(report))
+    report_results(out, "real_photos", report, details, summary_rows(report))
+
+
+def report_summary(summary: dict[str, Any], out: Path) -> None:
+    def cell(key: str, spec: str) -> str:
+        s = summary[key]
+        return f"{s['median']:{spec}} ({s['min']:{spec}}-{s['max']:{spec}})"
+
+    rows = [[LABELS[key], cell(key, ".0f" if key == "refused" else ".4f" if key == "macro_top1" else ".3f"),
+             f"{'<=' if key in ('refused', 'ece') else '>='} {TARGETS[key]}", verdict(summary[key]["met"])] for key in TARGETS]
+    details = f"median (min-max) over {len(summary['checkpoints'])} models: " + ", ".join(summary["checkpoints"])
+    report_results(out, "real_photos_summary", summary, details, rows)
+
+
+def run_names(checkpoints: list[Path]) -> list[str]:
+    """Each model's folder under DIR: its run directory's name, numbered if two share one."""
+    names = [path.parent.name for path in checkpoints]
+    return names if len(set(names)) == len(names) else [f"{i}-{name}" for i, name in enumerate(names)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--checkpoint", nargs="+", help="model.pt files to measure (default: the newest runs/*/model.pt)")
+    p.add_argument("--photos", type=Path, help="folder with MANIFEST.tsv (default: realphotos beside FashionMNIST/)")
+    args = p.parse_args(argv)
+    photos = args.photos or default_folder(data_root())
+    rows = read_manifest(photos, QUICK_PER_GROUP if args.quick else None)
+    checkpoints = [resolve_model_path(path) for path in args.checkpoint or [None]]
+    torch.set_num_threads(1)  # as demo/app.py serves
+    cuts = cut_all(rows)
+    if len(checkpoints) == 1:
+        report_one(*measure(Classifier(checkpoints[0]), cuts, photos, args.quick), args.out)
+        return 0
+    reports = []
+    for name, checkpoint in zip(run_names(checkpoints), checkpoints):
+        report, records = measure(Classifier(checkpoint), cuts, photos, args.quick)
+        report_one(report, records, args.out / name)
+        reports.append(report)
+    report_summary(summary_over_models(reports, photos, args.quick), args.out)
     return 0
 
 

@@ -5,6 +5,7 @@ Timings are not asserted: they depend on the machine and on what else runs on it
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,13 @@ NUMBER = (int, float)
 OPTIONAL_NUMBER = (int, float, type(None))
 
 
-def run_benchmark(name: str, out: Path, *args: str, data: Path = DATA_ROOT) -> dict:
+def run_benchmark(name: str, out: Path, *args: str, data: Path = DATA_ROOT, report: str | None = None) -> dict:
     env = {**os.environ, "FASHION_MNIST_ROOT": str(data)}
     command = [sys.executable, "-m", f"benchmarks.{name}", "--quick", "--out", str(out), *args]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "| measure" in result.stdout, "the console table is missing"
-    return json.loads((out / f"{name}.json").read_text())
+    return json.loads((out / f"{report or name}.json").read_text())
 
 
 def check_fields(value, schema, where: str = "report") -> None:
@@ -139,6 +140,27 @@ def test_real_photos(tmp_path, trained_run, data_root):
     low, high = report["macro_top1_interval"]
     assert low < report["macro_top1"] < high, "8 photos a class leave the figure uncertain both ways"
     check_plots(tmp_path, "real_photos_contact_sheet.png")
+
+
+def test_real_photos_of_several_models_share_one_cut_out(tmp_path, trained_run):
+    """Two checkpoints (the same weights in two run directories): each is reported in its own folder, as alone, and the
+    summary gives the median and range of the figures the targets name, the targets judged on the median."""
+    checkpoints = []
+    for name in ("seed-a", "seed-b"):
+        (tmp_path / name).mkdir()
+        checkpoints.append(str(shutil.copy(trained_run / "model.pt", tmp_path / name / "model.pt")))
+    out = tmp_path / "out"
+    summary = run_benchmark("real_photos", out, "--checkpoint", *checkpoints, report="real_photos_summary")
+    figure = {"median": NUMBER, "min": NUMBER, "max": NUMBER, "met": bool}
+    keys = ("macro_top1", "macro_top3", "refused", "ece", "sure_share", "sure_accuracy")
+    check_fields(summary, {"machine": MACHINE, "quick": bool, "photos": str, "n": int, "checkpoints": list, **{key: figure for key in keys}})
+    reports = [json.loads((out / name / "real_photos.json").read_text()) for name in ("seed-a", "seed-b")]
+    assert [r["checkpoint"] for r in reports] == summary["checkpoints"] == checkpoints
+    assert reports[0]["per_class"] == reports[1]["per_class"] and reports[0]["targets_met"] == reports[1]["targets_met"]
+    top1 = summary["macro_top1"]
+    assert top1["min"] == top1["median"] == top1["max"] == reports[0]["macro_top1"]
+    assert {key: summary[key]["met"] for key in keys} == reports[0]["targets_met"]
+    check_plots(out / "seed-b", "real_photos_contact_sheet.png")
 
 
 def test_real_photos_without_a_manifest_is_one_clear_error(tmp_path, trained_run):

@@ -16,8 +16,8 @@ import numpy as np
 
 from trainer.calibration import expected_calibration_error
 from trainer.errors import UserError
-from trainer.predict import Classifier, Prediction
-from trainer.preprocess import ImageError
+from trainer.predict import DECODE_SIDE, Classifier, Prediction
+from trainer.preprocess import ImageError, cut_out, open_image
 
 MANIFEST = "MANIFEST.tsv"
 RESAMPLES = 2000  # bootstrap resamples of the photos for the macro top-1's interval
@@ -40,24 +40,40 @@ def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path
     return rows
 
 
-def classify_all(classifier: Classifier, rows: list[tuple[Path, list[str]]]) -> list[dict[str, Any]]:
-    """One record per photo: its group, what the model answered (or the refusal), and how long it took."""
-    records = []
+def cut_all(rows: list[tuple[Path, list[str]]]) -> list[dict[str, Any]]:
+    """Each photo decoded and cut out as the demo does (or the sentence it is refused with), and how long that took:
+    the part of the demo's work that does not depend on the model, done once for any number of models."""
+    cuts = []
     for path, accept in rows:
         start = time.perf_counter()
         try:
-            prediction: Prediction | None = classifier.classify_file(path)
-            refusal = None
+            cut, refusal = cut_out(open_image(path, max_side=DECODE_SIDE)), None
         except ImageError as exc:
-            prediction, refusal = None, str(exc)
-        ms = (time.perf_counter() - start) * 1000
-        record = {"group": "|".join(accept), "accept": accept, "ms": ms, "refusal": refusal, "prediction": prediction}
+            cut, refusal = None, str(exc)
+        cuts.append({"group": "|".join(accept), "accept": accept, "cut": cut, "refusal": refusal, "ms": (time.perf_counter() - start) * 1000})
+    return cuts
+
+
+def classify_cuts(classifier: Classifier, cuts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per photo: its group, what the model answered (or the refusal), and how long the demo took for it
+    (the cut-out's time and this model's)."""
+    records = []
+    for cut in cuts:
+        start = time.perf_counter()
+        prediction: Prediction | None = None if cut["cut"] is None else classifier.classify_cut(cut["cut"])
+        ms = cut["ms"] + (time.perf_counter() - start) * 1000
+        record = {"group": cut["group"], "accept": cut["accept"], "ms": ms, "refusal": cut["refusal"], "prediction": prediction}
         if prediction is not None:
             top = prediction.top(3)
-            record.update(answer=top[0][0], confidence=top[0][1], right=top[0][0] in accept,
-                          right3=any(name in accept for name, _ in top), sure=prediction.sure)
+            record.update(answer=top[0][0], confidence=top[0][1], right=top[0][0] in cut["accept"],
+                          right3=any(name in cut["accept"] for name, _ in top), sure=prediction.sure)
         records.append(record)
     return records
+
+
+def classify_all(classifier: Classifier, rows: list[tuple[Path, list[str]]]) -> list[dict[str, Any]]:
+    """The photos as the demo sees them, one at a time: decoded, cut out and classified."""
+    return classify_cuts(classifier, cut_all(rows))
 
 
 def macro_interval(right_by_group: list[np.ndarray], level: float = 0.95, seed: int = 0) -> tuple[float, float]:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from trainer.errors import UserError
 from trainer.export import load_model_file
-from trainer.preprocess import ImageError, cut_out, normalise_tile, open_image
+from trainer.preprocess import Cutout, ImageError, cut_out, normalise_tile, open_image
 from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits, photo_logits
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
@@ -69,7 +69,10 @@ class Classifier:
         return photo_logits(self.model, tile, tighter, self.background)
 
     def classify(self, image: Image.Image) -> Prediction:
-        cut = cut_out(image)
+        return self.classify_cut(cut_out(image))
+
+    def classify_cut(self, cut: Cutout) -> Prediction:
+        """A photo already cut out (`trainer.preprocess.cut_out`): several models can share one cut-out."""
         tiles = torch.stack([normalise_tile(tile, self.mean, self.std) for tile in cut.tiles])
         if cut.photo:
             sizes, logits = PHOTO_SIZES, self.photo_logits(tiles[:1], tiles[1:])[0] / self.photo_temperature
