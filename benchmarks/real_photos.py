@@ -111,13 +111,13 @@ def targets_met(values: dict[str, float | None], n: int) -> dict[str, bool]:
     }
 
 
-def summary_over_models(reports: list[dict[str, Any]], photos: Path, quick: bool) -> dict[str, Any]:
+def summary_over_models(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and range over the models of each figure the targets name; the targets judged on the medians."""
     each = [figures(report) for report in reports]
     spread = {key: [values[key] or 0.0 for values in each] for key in each[0]}
     medians = {key: float(np.median(values)) for key, values in spread.items()}
     met = targets_met(medians, reports[0]["n"])
-    return {"machine": reports[0]["machine"], "quick": quick, "photos": str(photos), "n": reports[0]["n"],
+    return {**{key: reports[0][key] for key in ("machine", "quick", "photos", "n")},
             "checkpoints": [report["checkpoint"] for report in reports],
             **{key: {"median": medians[key], "min": min(values), "max": max(values), "met": met[key]} for key, values in spread.items()}}
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         report, records = measure(Classifier(checkpoint), cuts, photos, args.quick)
         report_one(report, records, args.out / name)
         reports.append(report)
-    report_summary(summary_over_models(reports, photos, args.quick), args.out)
+    report_summary(summary_over_models(reports), args.out)
     return 0
 
 
