@@ -3,6 +3,7 @@
 Reads top to bottom: data -> model -> engines -> handlers -> run directory, then `launch` starts it in each process.
 """
 
+import gc
 import logging
 import os
 import shutil
@@ -269,6 +270,10 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
         where = exc.filename or Path(cfg.output.root) / cfg.run.name
         print(f"error: cannot write {where}: {exc.strerror or exc}; checkpoints already written are intact", file=sys.stderr, flush=True)
         code = 1
+    if idist.get_world_size() > 1:
+        # The engines' reference cycles keep the DDP model, and with it gloo's worker threads, alive until a cycle
+        # collection; at interpreter exit, after Ignite has destroyed the process group, freeing them can abort.
+        gc.collect()
     if code:
         sys.exit(code)
 
