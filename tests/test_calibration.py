@@ -5,7 +5,9 @@ import torch
 import torch.nn as nn
 
 from trainer.calibration import collect_logits, expected_calibration_error, fit_temperature, logits_ece
-from trainer.views import PHOTO_SIZES, TIGHTER_SIZES, averaged_logits, averaged_maps, photo_logits, shrunk, views
+from trainer.views import (
+    PHOTO_SIZES, THINNED_SIZES, TIGHTER_SIZES, averaged_logits, averaged_maps, photo_logits, shrunk, thinned, views,
+)
 
 
 def calibrated_logits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,10 +63,24 @@ def test_a_photo_is_also_seen_smaller_with_a_black_margin():
     faces += [f.flip(3) for f in faces[2:]]
     expected = torch.stack([model(f) for f in faces]).mean(0)
     assert torch.allclose(averaged_logits(model, tiles, PHOTO_SIZES, black), expected, atol=1e-5)
+    tile = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)) + 1.0  # not flat: thinning changes it
     tighter = torch.full((1, 1, 28, 28), 1.0)  # a photo's tighter cut-out: shrunk only, each view with its mirror image
-    tighter_faces = [view for size in TIGHTER_SIZES for view in (shrunk(tighter, size, black), shrunk(tighter, size, black).flip(3))]
-    expected = torch.stack([model(f[:1]) for f in faces] + [model(f) for f in tighter_faces]).mean(0)
-    assert torch.allclose(photo_logits(model, tiles[:1], tighter, black), expected, atol=1e-5)
+    photo_views = [views(tile, PHOTO_SIZES, black), views(thinned(tile, black), THINNED_SIZES, black), views(tighter, TIGHTER_SIZES, black)]
+    expected = torch.stack([model(view) for view in torch.cat(photo_views)]).mean(0)
+    assert len(torch.cat(photo_views)) == 2 * (len(PHOTO_SIZES) + len(THINNED_SIZES) + len(TIGHTER_SIZES))
+    assert torch.allclose(photo_logits(model, tile, tighter, black), expected, atol=1e-5)
+
+
+def test_thinned_tiles_darken_their_outline_and_thin_details_and_keep_flat_areas():
+    black = -0.4
+    tile = torch.full((1, 1, 28, 28), black)
+    tile[..., 6:22, 8:20] = 2.0  # a flat garment
+    thin = thinned(tile, black)
+    assert torch.equal(thin[..., 7:21, 9:19], tile[..., 7:21, 9:19]), "inside, a flat area keeps its grey"
+    assert torch.allclose(thin[..., 6, 10], torch.tensor(black + 0.5 * (2.0 - black))), "the outline: halfway to black"
+    assert (thin[tile == black] == black).all(), "the background stays black"
+    tile[..., 14, 8:20] = 3.0  # a thin bright line across it
+    assert torch.allclose(thinned(tile, black)[..., 14, 10], torch.tensor(2.5)), "halfway to the grey around it"
 
 
 def test_maps_over_the_views_come_back_onto_the_tiles_pixels():

@@ -78,7 +78,7 @@ class TrainConfig:
 
 @dataclass
 class CalibrationConfig:
-    photo_factor: float = 1.25  # photos' temperature = the validation-fitted one x this (chosen on real photos)
+    photo_factor: float = 1.2  # photos' temperature = the validation-fitted one x this (chosen on real photos)
 
 
 @dataclass

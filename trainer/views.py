@@ -16,6 +16,7 @@ import torch.nn.functional as F
 TILE_SIZES = (28,)  # a tile that already looks like Fashion-MNIST's
 PHOTO_SIZES = (28, 22)  # the tile a photo was cut out to, in pixels a side
 TIGHTER_SIZES = (22,)  # a photo's tighter cut-outs (trainer.preprocess.THRESHOLDS): shrunk only
+THINNED_SIZES = (28, 22)  # the photo's tile thinned (`thinned`), at both of its sizes
 
 
 def shrunk(tiles: torch.Tensor, size: int, background: float) -> torch.Tensor:
@@ -35,6 +36,14 @@ def _middle(full: int, size: int) -> slice:
     return slice(before, before + size)
 
 
+def thinned(tiles: torch.Tensor, background: float) -> torch.Tensor:
+    """(N, 1, H, W) tiles averaged with their 3x3 grey-level erosion: the outline darkens and recedes, and texture
+    darkens towards its local minimum while flat areas keep their grey (a photo's tiles: mean grey 157 -> 129)."""
+    garment = tiles - background
+    eroded = -F.max_pool2d(-garment, 3, stride=1, padding=1)  # the tile's edge is not eroded from outside it
+    return background + 0.5 * (garment + eroded)
+
+
 def views(tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: float = 0.0) -> torch.Tensor:
     """(N, 1, H, W) -> (2SN, 1, H, W) for S sizes: the tiles at each size, then the mirror images of all of them."""
     each = torch.cat([shrunk(tiles, size, background) for size in sizes])
@@ -47,11 +56,17 @@ def averaged_logits(model: nn.Module, tiles: torch.Tensor, sizes: tuple[int, ...
 
 
 def photo_logits(model: nn.Module, tile: torch.Tensor, tighter: torch.Tensor, background: float = 0.0) -> torch.Tensor:
-    """A photo's logits (1, C): its (1, 1, H, W) tile at PHOTO_SIZES and its (K, 1, H, W) tighter cut-outs at
-    TIGHTER_SIZES, each view with its mirror image, averaged in one batch.  Where a photo's garment ends is uncertain;
-    the tighter cut-out, without its shadow and pale edges, shrunk as the smaller view is, makes the answers right more
-    often and ranks them better by confidence; at full size it does not help (docs/real_photos.md, "Thirteenth round")."""
-    every_view = torch.cat([views(tile, PHOTO_SIZES, background), views(tighter, TIGHTER_SIZES, background)])
+    """A photo's logits (1, C): its (1, 1, H, W) tile at PHOTO_SIZES, the tile thinned at THINNED_SIZES, and its
+    (K, 1, H, W) tighter cut-outs at TIGHTER_SIZES, each view with its mirror image, averaged in one batch.  Where a
+    photo's garment ends is uncertain; the tighter cut-out, without its shadow and pale edges, shrunk as the smaller view
+    is, makes the answers right more often and ranks them better by confidence; at full size it does not help
+    (docs/real_photos.md, "Thirteenth round").  The thinned views make pullovers and shoes right more often, at some
+    cost to coats (docs/real_photos.md, "Sixteenth round")."""
+    every_view = torch.cat([
+        views(tile, PHOTO_SIZES, background),
+        views(thinned(tile, background), THINNED_SIZES, background),
+        views(tighter, TIGHTER_SIZES, background),
+    ])
     return model(every_view).mean(0, keepdim=True)
 
 
