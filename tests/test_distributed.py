@@ -1,6 +1,7 @@
 """Data-parallel training through ignite.distributed: two gloo processes on this CPU, as a user starts them."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,6 +41,16 @@ def test_a_failing_rank_ends_the_whole_run(tmp_path):
     assert time.monotonic() - started < 60
     assert result.returncode != 0
     assert "injected failure in rank 1" in result.stderr.strip().splitlines()[-1]
+
+
+def test_each_rank_frees_its_ddp_model_before_the_process_group_is_destroyed(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.distributed_teardown", "--config", "configs/quick.yaml", f"output.root={tmp_path}",
+         "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT, "train.max_epochs=1"],
+        cwd=ROOT, env={**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(re.findall(r"rank (\d) left (\d+) DDP models alive", result.stderr)) == [("0", "0"), ("1", "0")]
 
 
 def test_nccl_without_gpus_is_refused_up_front(tmp_path):

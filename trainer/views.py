@@ -1,12 +1,13 @@
-"""Test-time views: the tile and its mirror image, and for a photo the tile shrunk as well, one place for the
-classifier and its explanations.
+"""Test-time views: the tile and its mirror image, and for a photo the tile shrunk and thinned as well, one place for
+the classifier and its explanations.
 
 Garments are nearly symmetric and training flips them, so the mirror image is an equally good look at the same
 garment; averaging the logits of the two makes the answers on photos steadier (docs/real_photos.md). A photo's
 garment is fitted to the whole tile, where a Fashion-MNIST garment leaves a margin at its sides, and training
 rescales the garments by 0.8-1.1: averaging the photo's tile at two sizes, the smaller with a black margin
 (`PHOTO_SIZES`), makes it right more often and ranks its answers better by confidence (docs/real_photos.md,
-"Fourth round"). Fashion-MNIST's own tiles are better read at full size only (`TILE_SIZES`).
+"Fourth round"). A photo's tile is also seen thinned (`thinned`, "Sixteenth round"), and its tighter cut-out shrunk
+("Thirteenth round"). Fashion-MNIST's own tiles are better read at full size only (`TILE_SIZES`).
 """
 
 import torch
