@@ -105,6 +105,8 @@ def verdict(prediction: Prediction) -> str:
         text = f"**Not sure.** Perhaps {guesses}; or it is not one of the ten kinds of garment this model knows."
     if not prediction.segmented:
         text += " The garment could not be cut out from its background, so the model was shown the middle of the picture."
+    if prediction.across:
+        text += " What stood out from the background runs across the whole picture, as the ground of a landscape does, not like a garment."
     return text
 
 

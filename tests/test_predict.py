@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.bad_images import garment_mask
 from tests.helpers import ROOT
-from tests.not_garments import NOT_GARMENTS
+from tests.not_garments import NOT_GARMENTS, landscape
 from trainer.explain import explain_file
 from trainer.predict import RECENT_UPLOADS, SURE, Classifier
 from trainer.preprocess import THRESHOLDS, cut_out, normalise_tile
@@ -22,8 +22,22 @@ def test_pictures_that_are_not_garments_mostly_get_not_sure(trained_run):
     sure = [name for name, prediction in answers.items() if prediction.sure]
     assert len(sure) <= len(answers) // 3, f"sure of a garment in {sure}"
     for prediction in answers.values():
-        assert prediction.sure == (max(prediction.probabilities.values()) >= SURE)
+        assert prediction.sure == (max(prediction.probabilities.values()) >= SURE and not prediction.across)
         assert abs(sum(prediction.probabilities.values()) - 1) < 1e-4
+
+
+def test_a_cut_out_running_across_the_picture_is_never_sure(trained_run):
+    from demo.interface import verdict
+
+    classifier = Classifier(trained_run / "model.pt")
+    classifier.photo_temperature = 1e-3  # every answer as sure as an answer can be
+    scenery = classifier.classify(landscape(0))
+    assert scenery.across and not scenery.sure and max(scenery.probabilities.values()) > SURE
+    assert "runs across the whole picture" in verdict(scenery) and "Not sure" in verdict(scenery)
+    photo = Image.new("RGB", (480, 360), (236, 233, 228))
+    photo.paste((40, 45, 60), mask=garment_mask(photo.size, (150, 40, 330, 320)))
+    garment = classifier.classify(photo)
+    assert garment.sure and not garment.across and "runs across" not in verdict(garment)
 
 
 def test_photos_get_the_photo_temperature_and_tiles_the_tiles_one(trained_run, tmp_path):

@@ -28,6 +28,7 @@ from tests.bad_images import (
     sixteen_bit_png,
     write_bad_inputs,
 )
+from tests.not_garments import landscape
 from trainer.errors import UserError
 from trainer.predict import DECODE_SIDE
 from trainer.preprocess import (
@@ -174,7 +175,7 @@ def test_the_box_is_where_the_garment_is_in_the_photo():
     box = (200, 100, 380, 400)  # 180 wide, 300 tall: the square is 300 on a side, centred on the garment
     img.paste((40, 45, 60), mask=garment_mask(img.size, box))
     cut = cut_out(img)
-    assert cut.segmented and cut.photo
+    assert cut.segmented and cut.photo and not cut.across
     expected = (290 - 150, 100, 290 + 150, 400)
     assert np.allclose(cut.box, expected, atol=6), (cut.box, expected)
 
@@ -237,6 +238,17 @@ def test_a_garment_filling_the_frame_is_classified_not_refused():
     img.paste((200, 200, 190), mask=garment_mask(img.size, (-40, -30, 340, 430)))  # touches every edge
     cut = cut_out(img)
     assert cut.tile.max() >= 250 and (cut.tile > 60).mean() > 0.2
+
+
+def test_the_ground_below_a_horizon_is_cut_out_as_running_across_the_picture():
+    """What stands out from a landscape's sky is its ground, down both side edges: `across`, which no garment is."""
+    for seed in range(3):
+        cut = cut_out(landscape(seed))
+        assert cut.segmented and cut.across, seed
+    shirt = Image.new("RGB", (400, 300), (230, 228, 222))
+    shirt.paste((50, 60, 90), mask=garment_mask(shirt.size, (-20, 60, 420, 240)))  # its sleeves run off both sides
+    cut = cut_out(shirt)
+    assert cut.segmented and not cut.across, "a garment touching both side edges, but not down much of their height"
 
 
 @pytest.mark.parametrize("colour", [(240, 235, 230), (128, 128, 128), (30, 90, 200)])

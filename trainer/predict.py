@@ -4,7 +4,7 @@ The Gradio demo and the benchmarks use the same `Classifier`, so all three see a
 photo is cut out to a tile, and to a tighter one (`trainer.preprocess`), the network's logits are averaged over
 their views (`trainer.views`), and divided by the temperature `model.pt` holds for that kind of
 input, so that the top class's probability is about how often such an answer is right. Below `SURE` the answer is
-"not sure".
+"not sure", and so is any answer for a cut-out that runs across the picture (scenery, `Cutout.across`).
 """
 
 import argparse
@@ -38,8 +38,9 @@ class Prediction:
     seen: np.ndarray  # the 28x28 uint8 tile the model classified
     box: tuple[float, float, float, float]  # the square of the decoded photo that the tile shows
     segmented: bool  # False: the garment could not be cut out, and the middle of the picture was used
-    sure: bool  # the top class's probability is at least SURE
+    sure: bool  # the top class's probability is at least SURE, and what was cut out is not a band across the picture
     sizes: tuple[int, ...] = TILE_SIZES  # the sizes of the test-time views it was classified with (trainer.views)
+    across: bool = False  # what was cut out runs across the picture (`trainer.preprocess.Cutout.across`): never sure
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
@@ -79,8 +80,8 @@ class Classifier:
         else:
             sizes, logits = TILE_SIZES, self.logits(tiles, TILE_SIZES)[0] / self.temperature
         probs = F.softmax(logits, dim=0)
-        sure = probs.max().item() >= SURE
-        return Prediction(dict(zip(self.class_names, probs.tolist())), cut.tile, cut.box, cut.segmented, sure, sizes)
+        sure = probs.max().item() >= SURE and not cut.across  # a band across the picture is scenery, not a garment
+        return Prediction(dict(zip(self.class_names, probs.tolist())), cut.tile, cut.box, cut.segmented, sure, sizes, cut.across)
 
     def classify_file(self, source: str | Path | bytes) -> Prediction:
         """Decode an untrusted upload safely (raising ImageError with a user-facing sentence), then classify it."""

@@ -37,6 +37,9 @@ CENTRE_THRESHOLD = 3.0  # the fallback: colour distance from the middle of the p
 MIN_GARMENT_SHARE = 0.02  # a cut-out smaller than this share of the picture is a speck, not the garment
 MIN_FILL = 0.4  # a cut-out covering less of its bounding box than this is scraps of a garment (chosen on real photos)
 MAX_FALLBACK_SHARE = 0.8  # a fallback cut-out larger than this share of the picture has found the background too
+# a cut-out down more than this share of both side edges runs across the picture: scenery, such as the ground below a
+# horizon, not a garment lying or hanging in the frame (chosen on real photos and drawn landscapes, docs/real_photos.md)
+MAX_SIDE_SHARE = 0.4
 OPEN_RADIUS, CLOSE_RADIUS = 1, 2  # `_clean`'s opening and closing, by squares of 2r + 1 pixels
 # `_clean` keeps nothing farther than CLOSE_RADIUS from the pixels it is given, and to see that it needs one empty
 # pixel beyond: its result over a box this much wider than theirs is its result over the whole picture
@@ -200,6 +203,7 @@ class Cutout:
     tile: np.ndarray  # 28x28 uint8, garment light on black
     box: tuple[float, float, float, float]  # (left, top, right, bottom) of the square the tile shows, in the photo's pixels
     segmented: bool  # False: the garment could not be cut out from its background, and a fallback was used
+    across: bool = False  # the cut-out runs across the picture, down both side edges (`_across`): not a garment
     photo: bool = True  # False: the input already looked like a Fashion-MNIST tile (light on a dark border)
     tiles: tuple[np.ndarray, ...] = ()  # the garment cut out at each of THRESHOLDS, `tile` first; only `tile` if not a photo
 
@@ -264,7 +268,8 @@ def cut_out(image: Image.Image) -> Cutout:
     value = _tone(feats[0], background[0], mask)
     tiles = tuple(_tile(value, garment) for garment, _ in masks)
     box = _bounds(mask)
-    return Cutout(tiles[0], _square_box(box[0].start, box[1].start, value[box].shape, to_photo), segmented, tiles=tiles)
+    square = _square_box(box[0].start, box[1].start, value[box].shape, to_photo)
+    return Cutout(tiles[0], square, segmented, across=segmented and _across(mask), tiles=tiles)
 
 
 def _garment(distance2: np.ndarray, threshold: float, centre: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
@@ -334,6 +339,12 @@ def _bounds(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
     h, w = mask.shape
     return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
             slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)))
+
+
+def _across(mask: np.ndarray) -> bool:
+    """A garment lies or hangs within the frame; a cut-out that runs down both side edges for much of their height is
+    a band across the picture, such as the ground below a horizon, which the background model took for a garment."""
+    return float(mask[:, 0].mean()) > MAX_SIDE_SHARE and float(mask[:, -1].mean()) > MAX_SIDE_SHARE
 
 
 def _scraps(mask: np.ndarray) -> bool:
