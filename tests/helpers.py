@@ -17,10 +17,12 @@ DATA_ROOT = Path(os.environ.get("FASHION_MNIST_ROOT", ROOT.parent / "shared" / "
 
 
 def run_trainer(
-    *overrides: str, config: str = "configs/quick.yaml", timeout: float = 600, env: dict | None = None, cwd: Path = ROOT
+    *overrides: str, config: str = "configs/quick.yaml", timeout: float = 600, env: dict | None = None, cwd: Path = ROOT,
+    module: str = "trainer.main",
 ):
-    """`python -m trainer.main` as a user runs it, from the project root unless `cwd` says otherwise."""
-    command = [sys.executable, "-m", "trainer.main", "--config", config, *overrides]
+    """`python -m trainer.main` as a user runs it, from the project root unless `cwd` says otherwise; `module` names a
+    test's wrapper of it instead (`tests.failing_rank`, `tests.distributed_teardown`)."""
+    command = [sys.executable, "-m", module, "--config", config, *overrides]
     full_env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT), **(env or {})}
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 

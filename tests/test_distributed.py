@@ -1,12 +1,9 @@
 """Data-parallel training through ignite.distributed: two gloo processes on this CPU, as a user starts them."""
 
-import os
 import re
-import subprocess
-import sys
 import time
 
-from tests.helpers import DATA_ROOT, ROOT, pr_curve_counts, read_metrics, run_trainer
+from tests.helpers import pr_curve_counts, read_metrics, run_trainer
 from trainer.data import CLASS_NAMES
 
 # 20,000 training images, 2 epochs of 156 global batches: long enough to compare, short enough for CI.
@@ -33,10 +30,8 @@ def test_two_gloo_processes_train_one_model_like_one_process(tmp_path):
 
 def test_a_failing_rank_ends_the_whole_run(tmp_path):
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.failing_rank", "--config", "configs/quick.yaml", f"output.root={tmp_path}",
-         "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT],
-        cwd=ROOT, env={**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}, capture_output=True, text=True, timeout=120,
+    result = run_trainer(
+        f"output.root={tmp_path}", "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT, module="tests.failing_rank", timeout=120
     )
     assert time.monotonic() - started < 60
     assert result.returncode != 0
@@ -44,10 +39,9 @@ def test_a_failing_rank_ends_the_whole_run(tmp_path):
 
 
 def test_each_rank_frees_its_ddp_model_before_the_process_group_is_destroyed(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.distributed_teardown", "--config", "configs/quick.yaml", f"output.root={tmp_path}",
-         "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT, "train.max_epochs=1"],
-        cwd=ROOT, env={**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}, capture_output=True, text=True, timeout=120,
+    result = run_trainer(
+        f"output.root={tmp_path}", "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT, "train.max_epochs=1",
+        module="tests.distributed_teardown", timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(re.findall(r"rank (\d) left (\d+) DDP models alive", result.stderr)) == [("0", "0"), ("1", "0")]
