@@ -37,7 +37,9 @@ def test_unknown_model_is_refused():
         build_model("resnet1000")
 
 
-@pytest.mark.parametrize("kwargs", [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}])
+@pytest.mark.parametrize(
+    "kwargs", [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}, {"conv1_padding": 3}, {"conv1_padding": 2, "conv2_kernel": 14}]
+)
 def test_kwargs_a_model_cannot_take_are_refused(kwargs):
     with pytest.raises(UnknownModelError, match="cannot be built from these model.kwargs"):
         build_model("lenet5", **kwargs)
@@ -59,6 +61,19 @@ def test_the_photo_robust_configs_train_a_wider_lenet5_with_batch_norm(config, c
 def test_the_second_convolution_s_size_sets_the_map_the_fully_connected_layers_read(kernel, side):
     model = build_model("lenet5", conv2=8, conv2_kernel=kernel).eval()
     assert model.conv2.kernel_size == (kernel, kernel) and model.fc1.in_features == 8 * side * side
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("padding, side", [(0, 4), (1, 4), (2, 5)])
+def test_padding_the_first_convolution_keeps_the_image_s_edges(padding, side):
+    """At padding 2 the first map is 28x28, as LeNet-5's was for a 32x32 image, so a pixel on the edge reaches conv1."""
+    model = build_model("lenet5", conv1_padding=padding).eval()
+    assert model.fc1.in_features == 16 * side * side
+    edge = torch.zeros(1, 1, 28, 28)
+    edge[..., 0, 0] = 1.0
+    with torch.no_grad():
+        reached = model.conv1(edge) - model.conv1(torch.zeros_like(edge))
+    assert reached.shape[-1] == 24 + 2 * padding and (reached.abs().amax((0, 1)) > 0).sum() == (1 + padding) ** 2
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
 

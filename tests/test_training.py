@@ -192,20 +192,21 @@ def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
     assert projector.count("embeddings {") == 2, "the resumed run lists both embeddings, each once"
 
 
-def test_strong_config_trains_and_exports_its_architecture(tmp_path):
-    """configs/strong.yaml end to end, on a tiny stand-in for Fashion-MNIST so it takes seconds (on the real one,
-    even a 1,000-image training split leaves 59,000 validation images for the larger network to go through): the
-    stronger network's model.pt names its architecture and width, and loads back into a fresh model of that shape."""
+@pytest.mark.parametrize("config", ["configs/strong.yaml", "configs/lenet32.yaml"])
+def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_path, config):
+    """configs/strong.yaml and configs/lenet32.yaml end to end, on a tiny stand-in for Fashion-MNIST so it takes seconds
+    (on the real one, even a 1,000-image training split leaves 59,000 validation images for the larger network to go
+    through): model.pt names the architecture and its settings, and loads back into a fresh model of that shape."""
     data = write_idx(tmp_path / "data")
     result = run_trainer(
-        f"output.root={tmp_path}", "run.name=strong", f"data.root={data}", "data.val_size=100", "train.max_epochs=1",
-        "tensorboard.embedding_samples=100", config="configs/strong.yaml",
+        f"output.root={tmp_path}", "run.name=own", f"data.root={data}", "data.val_size=100", "train.max_epochs=1",
+        "tensorboard.embedding_samples=100", config=config,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    payload = torch.load(tmp_path / "strong" / "model.pt", weights_only=True, map_location="cpu")
-    strong = OmegaConf.load(ROOT / "configs" / "strong.yaml")
-    assert payload["arch"] == strong.model.name == "small_cnn"
-    assert payload["arch_kwargs"]["width"] == strong.model.kwargs.width
+    payload = torch.load(tmp_path / "own" / "model.pt", weights_only=True, map_location="cpu")
+    wanted = OmegaConf.load(ROOT / config).model
+    assert payload["arch"] == wanted.name
+    assert payload["arch_kwargs"] == {"num_classes": 10, **OmegaConf.to_container(wanted.kwargs)}
     model = build_model(payload["arch"], **payload["arch_kwargs"])
     model.load_state_dict(payload["state_dict"])
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

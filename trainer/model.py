@@ -18,22 +18,30 @@ class LeNet5(nn.Module):
     time, and it leaves the fully connected layers a 5x5 map instead of 4x4. `batch_norm` normalises each convolution's
     output (Ioffe and Szegedy, 2015), which lets the small network fit augmented data better in the same epochs.
     `dropout` drops that share of fc2's and fc3's inputs while training (Srivastava et al., 2014): the classic
-    regulariser of this network, measured in docs/search.md.
+    regulariser of this network, measured in docs/search.md. `conv1_padding` pads the first convolution's input:
+    at 2 the network sees a 28x28 image as LeCun et al. (1998) fed LeNet-5 a 32x32 one, so the garment's outermost
+    pixels reach the convolutions as often as its middle does, and fc1 reads a 5x5 map (16 x 5 x 5 = 400 inputs).
     """
 
     def __init__(
         self, num_classes: int = 10, conv1: int = 6, conv2: int = 16, batch_norm: bool = False, dropout: float = 0.0,
-        conv2_kernel: int = 5,
+        conv2_kernel: int = 5, conv1_padding: int = 0,
     ) -> None:
         super().__init__()
-        if not 1 <= conv2_kernel <= 11:
-            raise ValueError(f"conv2_kernel must be 1-11 for a 12x12 input to the second convolution (got {conv2_kernel})")
-        self.conv1 = nn.Conv2d(1, conv1, 5)
+        first_map = 12 + conv1_padding  # 28 + 2 x padding -> conv1 -> pool
+        if not 0 <= conv1_padding <= 2:
+            raise ValueError(f"conv1_padding must be 0-2 (got {conv1_padding})")
+        if not 1 <= conv2_kernel < first_map:
+            raise ValueError(
+                f"conv2_kernel must be 1-{first_map - 1} for a {first_map}x{first_map} input to the second convolution "
+                f"(got {conv2_kernel})"
+            )
+        self.conv1 = nn.Conv2d(1, conv1, 5, padding=conv1_padding)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(conv1, conv2, conv2_kernel)
         # modules only when asked for: the tutorial's network keeps exactly the tutorial's layers
         self.bn1, self.bn2 = (nn.BatchNorm2d(conv1), nn.BatchNorm2d(conv2)) if batch_norm else (None, None)
-        side = (12 - conv2_kernel + 1) // 2  # 28 -> conv1 24 -> pool 12 -> conv2 -> pool
+        side = (first_map - conv2_kernel + 1) // 2  # -> conv2 -> pool
         self.fc1 = nn.Linear(conv2 * side * side, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
