@@ -38,7 +38,8 @@ def test_unknown_model_is_refused():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}, {"conv1_padding": 3}, {"conv1_padding": 2, "conv2_kernel": 14}]
+    "kwargs",
+    [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}, {"conv1_padding": 3}, {"conv1_padding": 2, "conv2_kernel": 14}],
 )
 def test_kwargs_a_model_cannot_take_are_refused(kwargs):
     with pytest.raises(UnknownModelError, match="cannot be built from these model.kwargs"):

@@ -19,8 +19,9 @@ class LeNet5(nn.Module):
     output (Ioffe and Szegedy, 2015), which lets the small network fit augmented data better in the same epochs.
     `dropout` drops that share of fc2's and fc3's inputs while training (Srivastava et al., 2014): the classic
     regulariser of this network, measured in docs/search.md. `conv1_padding` pads the first convolution's input:
-    at 2 the network sees a 28x28 image as LeCun et al. (1998) fed LeNet-5 a 32x32 one, so the garment's outermost
-    pixels reach the convolutions as often as its middle does, and fc1 reads a 5x5 map (16 x 5 x 5 = 400 inputs).
+    at 2 the network sees a 28x28 image as LeCun et al. (1998) fed LeNet-5 a 32x32 one, so a pixel on the image's
+    edge reaches three times as many positions of the first map (a corner nine times), and fc1 reads a 5x5 map
+    (16 x 5 x 5 = 400 inputs; the tutorial's 4x4 is 256).
     """
 
     def __init__(
