@@ -29,9 +29,9 @@ class LeNet5(nn.Module):
         conv2_kernel: int = 5, conv1_padding: int = 0,
     ) -> None:
         super().__init__()
-        first_map = 12 + conv1_padding  # 28 + 2 x padding -> conv1 -> pool
         if not 0 <= conv1_padding <= 2:
             raise ValueError(f"conv1_padding must be 0-2 (got {conv1_padding})")
+        first_map = 12 + conv1_padding  # 28 + 2 x padding -> conv1 -> pool
         if not 1 <= conv2_kernel < first_map:
             raise ValueError(
                 f"conv2_kernel must be 1-{first_map - 1} for a {first_map}x{first_map} input to the second convolution "
