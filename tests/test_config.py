@@ -67,6 +67,22 @@ def test_command_refuses_missing_and_malformed_config_files(tmp_path):
     assert_refused(run_trainer(config=str(listy)), "must hold a mapping")
 
 
+def test_a_config_file_takes_the_keys_of_its_base_and_changes_a_few():
+    padded = load_config(ROOT / "configs" / "lenet32.yaml")
+    assert padded == load_config(ROOT / "configs" / "lenet.yaml", ["model.kwargs.conv1_padding=2"])
+    assert padded.model.kwargs == {"conv1": 6, "conv2": 16, "conv1_padding": 2}
+
+
+def test_command_refuses_a_base_that_is_missing_or_leads_back(tmp_path):
+    (tmp_path / "orphan.yaml").write_text("base: nope.yaml\n")
+    assert_refused(run_trainer(config=str(tmp_path / "orphan.yaml")), "nope.yaml does not exist")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain: {lr: 0.2}\n")
+    (tmp_path / "b.yaml").write_text("base: ./a.yaml\n")
+    assert_refused(run_trainer(config=str(tmp_path / "a.yaml")), "its base ./a.yaml already leads to it")
+    (tmp_path / "listed.yaml").write_text("base: [a.yaml]\n")
+    assert_refused(run_trainer(config=str(tmp_path / "listed.yaml")), "base must name another config file")
+
+
 def test_command_refuses_missing_dataset_without_network(tmp_path):
     result = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'empty'}")
     assert_refused(result, "could not be downloaded")

@@ -136,11 +136,7 @@ class Config:
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) -> DictConfig:
     """Schema <- YAML file <- `key.sub=value` overrides, checked for unknown keys, types and ranges."""
     path = Path(path)
-    from_file = read_yaml(path, "config file")
-    if from_file is None:
-        from_file = {}
-    if not isinstance(from_file, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    from_file = read_config_file(path)
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key.sub=value")
@@ -152,6 +148,29 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
         raise ConfigError(_describe(exc, path)) from None
     check_ranges(cfg)
     return cfg
+
+
+def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
+    """The file's keys on top of those of the file its `base:` names (a path relative to it), so that a preset
+    which differs from another in a few keys says only those (`configs/lenet32.yaml`)."""
+    from_file = read_yaml(path, "config file")
+    if from_file is None:
+        from_file = {}
+    if not isinstance(from_file, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    base = from_file.pop("base", None)
+    if base is None:
+        return OmegaConf.create(from_file)
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {path}: base must name another config file, relative to this one")
+    inside = (*inside, path.resolve())
+    base_path = path.parent / base
+    if base_path.resolve() in inside:
+        raise ConfigError(f"config file {path}: its base {base} already leads to it (a loop of bases)")
+    try:
+        return OmegaConf.merge(read_config_file(base_path, inside), from_file)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc, path)) from None
 
 
 def read_yaml(path: Path, what: str) -> Any:
