@@ -204,7 +204,7 @@ def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     payload = torch.load(tmp_path / "own" / "model.pt", weights_only=True, map_location="cpu")
-    wanted = OmegaConf.load(ROOT / config).model
+    wanted = load_config(ROOT / config).model
     assert payload["arch"] == wanted.name
     assert payload["arch_kwargs"] == {"num_classes": 10, **OmegaConf.to_container(wanted.kwargs)}
     model = build_model(payload["arch"], **payload["arch_kwargs"])
