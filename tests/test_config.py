@@ -81,6 +81,9 @@ def test_command_refuses_a_base_that_is_missing_or_leads_back(tmp_path):
     assert_refused(run_trainer(config=str(tmp_path / "a.yaml")), "its base ./a.yaml already leads to it")
     (tmp_path / "listed.yaml").write_text("base: [a.yaml]\n")
     assert_refused(run_trainer(config=str(tmp_path / "listed.yaml")), "base must name another config file")
+    (tmp_path / "typo.yaml").write_text("train: {lrr: 0.1}\n")
+    (tmp_path / "child.yaml").write_text("base: typo.yaml\n")
+    assert_refused(run_trainer(config=str(tmp_path / "child.yaml")), f"unknown config key 'train.lrr' (from {tmp_path / 'typo.yaml'}")
 
 
 def test_command_refuses_missing_dataset_without_network(tmp_path):

@@ -159,6 +159,10 @@ def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
     if not isinstance(from_file, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     base = from_file.pop("base", None)
+    try:  # each file against the schema on its own, so that a mistake in a base names the base
+        OmegaConf.merge(OmegaConf.structured(Config), from_file)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc, path)) from None
     if base is None:
         return OmegaConf.create(from_file)
     if not isinstance(base, str):
@@ -167,10 +171,7 @@ def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
     base_path = path.parent / base
     if base_path.resolve() in inside:
         raise ConfigError(f"config file {path}: its base {base} already leads to it (a loop of bases)")
-    try:
-        return OmegaConf.merge(read_config_file(base_path, inside), from_file)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc, path)) from None
+    return OmegaConf.merge(read_config_file(base_path, inside), from_file)
 
 
 def read_yaml(path: Path, what: str) -> Any:
