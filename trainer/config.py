@@ -136,14 +136,12 @@ class Config:
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) -> DictConfig:
     """Schema <- YAML file <- `key.sub=value` overrides, checked for unknown keys, types and ranges."""
     path = Path(path)
-    from_file = read_config_file(path)
+    from_files = read_config_file(path)
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key.sub=value")
     try:
-        cfg = OmegaConf.merge(
-            OmegaConf.structured(Config), OmegaConf.create(from_file), OmegaConf.from_dotlist(list(overrides))
-        )
+        cfg = OmegaConf.merge(from_files, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc, path)) from None
     check_ranges(cfg)
@@ -151,27 +149,29 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
 
 
 def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
-    """The file's keys on top of those of the file its `base:` names (a path relative to it), so that a preset
-    which differs from another in a few keys says only those (`configs/lenet32.yaml`)."""
+    """The schema, then the file its `base:` names (a path relative to it), then this file, each merged and checked
+    in turn, so that a mistake names the file that holds it, and a preset which differs from another in a few keys
+    says only those (`configs/lenet32.yaml`)."""
     from_file = read_yaml(path, "config file")
     if from_file is None:
         from_file = {}
     if not isinstance(from_file, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
     base = from_file.pop("base", None)
-    try:  # each file against the schema on its own, so that a mistake in a base names the base
-        OmegaConf.merge(OmegaConf.structured(Config), from_file)
+    if base is None:
+        under = OmegaConf.structured(Config)
+    else:
+        if not isinstance(base, str):
+            raise ConfigError(f"config file {path}: base must name another config file, relative to this one")
+        inside = (*inside, path.resolve())
+        base_path = path.parent / base
+        if base_path.resolve() in inside:
+            raise ConfigError(f"config file {path}: its base {base} already leads to it (a loop of bases)")
+        under = read_config_file(base_path, inside)
+    try:
+        return OmegaConf.merge(under, from_file)
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc, path)) from None
-    if base is None:
-        return OmegaConf.create(from_file)
-    if not isinstance(base, str):
-        raise ConfigError(f"config file {path}: base must name another config file, relative to this one")
-    inside = (*inside, path.resolve())
-    base_path = path.parent / base
-    if base_path.resolve() in inside:
-        raise ConfigError(f"config file {path}: its base {base} already leads to it (a loop of bases)")
-    return OmegaConf.merge(read_config_file(base_path, inside), from_file)
 
 
 def read_yaml(path: Path, what: str) -> Any:
