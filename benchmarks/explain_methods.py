@@ -62,7 +62,9 @@ def logit(classifier: Classifier, x: torch.Tensor, target: int) -> float:
         return float(classifier.model(x[None])[0, target])
 
 
-def deletion_drops(classifier: Classifier, x: torch.Tensor, heat: torch.Tensor, target: int, rng: np.random.Generator):
+def deletion_drops(
+    classifier: Classifier, x: torch.Tensor, heat: torch.Tensor, target: int, rng: np.random.Generator
+) -> tuple[float, float]:
     """The class logit's fall when the most-credited pixels are blacked out, and when as many garment pixels are."""
     black = classifier.background
     k = round(DELETED * heat.numel())

@@ -9,6 +9,7 @@ import argparse
 import logging
 import signal
 import sys
+from types import FrameType
 
 import torch
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def stop_like_ctrl_c(signum, frame):
+def stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (`kill`, a service manager's stop) closes the server as Ctrl-C does, deleting its temporary files."""
     raise KeyboardInterrupt
 

@@ -19,7 +19,7 @@ import ignite.distributed as idist
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
+from ignite.handlers import Checkpoint, EarlyStopping, PiecewiseLinear, ProgressBar
 from ignite.utils import manual_seed, setup_logger
 from omegaconf import DictConfig
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
@@ -55,7 +55,7 @@ def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoade
     return splits, train, val, test
 
 
-def initialize(cfg: DictConfig, epoch_length: int):
+def initialize(cfg: DictConfig, epoch_length: int) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module, PiecewiseLinear]:
     model = build_model(cfg.model.name, num_classes=len(CLASS_NAMES), **cfg.model.kwargs)
     # Channels-last weights let oneDNN pick faster convolution kernels: about 20% per step for LeNet-5 on CPU.
     model = idist.auto_model(model.to(memory_format=torch.channels_last))
@@ -278,7 +278,10 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
         sys.exit(code)
 
 
-def finish_run(cfg, run_dir, model, splits, final_val, final_test, trainer, best_epoch, train_seconds) -> dict:
+def finish_run(
+    cfg: DictConfig, run_dir: Path, model: nn.Module, splits: Splits, final_val: Engine, final_test: Engine, trainer: Engine,
+    best_epoch: int, train_seconds: float,
+) -> dict:
     """Write what outlives the run: `model.pt` (with its temperatures), `metrics.json` and the demo's examples."""
     cm = final_test.state.metrics["confusion"].cpu()
     per_class = (cm.diag() / cm.sum(1).clamp(min=1)).tolist()
