@@ -143,7 +143,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
     try:
         cfg = OmegaConf.merge(from_files, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, "the command line")) from None
     check_ranges(cfg)
     return cfg
 
@@ -171,7 +171,7 @@ def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
     try:
         return OmegaConf.merge(under, from_file)
     except OmegaConfBaseException as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, str(path))) from None
 
 
 def read_yaml(path: Path, what: str) -> Any:
@@ -184,11 +184,12 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{what} {path} is not valid YAML ({type(exc).__name__})") from None
 
 
-def _describe(exc: OmegaConfBaseException, path: Path) -> str:
+def _describe(exc: OmegaConfBaseException, source: str) -> str:
+    """One sentence for a failed merge, naming where the keys came from: a config file, or the command line."""
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     message = str(exc).strip().splitlines()[0]
     if "not in struct" in message or "Key '" in message and "not in" in message:
-        return f"unknown config key {key!r} (from {path} or the command line)"
+        return f"unknown config key {key!r} (from {source})"
     if key:
         return f"bad value for config key {key!r}: {message}"
     return f"invalid config: {message}"
