@@ -35,10 +35,10 @@ from trainer.engines import TrainingDiverged
 from trainer.errors import UserError
 from trainer.handlers.interrupt import GracefulStop
 from trainer.handlers.tensorboard import HPARAM_KEYS
-from trainer.training import launch_settings, training
 from trainer.safe_io import atomic_write_json, exclusive
 from trainer.search_report import write_report
 from trainer.search_space import SearchSpec, as_override, load_spec
+from trainer.training import launch_settings, training
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search" / "lenet.yaml"
 DEFAULT_TRIALS = 20  # when neither --trials nor --timeout is given
