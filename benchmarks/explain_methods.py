@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import data_root, entry, fmt, machine, parser, report_results, table
-from trainer.explain import METHODS, attribute_views
+from trainer.attribution import METHODS, attribute_views
 from trainer.heatmap import overlay
 from trainer.predict import DECODE_SIDE, Classifier
 from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist

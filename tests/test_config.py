@@ -27,6 +27,12 @@ def test_default_config_and_overrides(monkeypatch):
         (["data.val_size=60000"], "data.val_size must be between 1 and 59999"),
         (["train.batch_size=0"], "train.batch_size must be at least 1"),
         (["train.ema_decay=1"], "train.ema_decay must be at least 0 (0 turns it off) and below 1"),
+        (["train.label_smoothing=1.5"], "train.label_smoothing must be at least 0 and below 1"),
+        (["train.warmup_epochs=inf"], "train.warmup_epochs must be a finite number (got inf)"),
+        (["train.lr=nan"], "train.lr must be a finite number (got nan)"),
+        (["train.augment.scale=[0.5,inf]"], "train.augment.scale[1] must be a finite number"),
+        (["seed=-1"], "seed must be between 0 and 1000000000"),
+        (["seed=4000000000"], "seed must be between 0 and 1000000000"),
         (["justaword"], "must look like key.sub=value"),
     ],
 )
@@ -51,6 +57,9 @@ def assert_refused(result, message: str) -> None:
         (["train.max_epochs=0"], "train.max_epochs must be at least 1"),
         (["data.val_size=99999"], "data.val_size must be between"),
         (["resume=/no/such/checkpoint.pt"], "checkpoint /no/such/checkpoint.pt does not exist"),
+        (["train.warmup_epochs=inf"], "train.warmup_epochs must be a finite number"),
+        (["seed=-1"], "seed must be between 0 and 1000000000"),
+        (["model.kwargs.conv1=0"], "conv1 must be a whole number of channels, at least 1 (got 0)"),
     ],
 )
 def test_command_refuses_bad_input(args, message, tmp_path):
@@ -111,3 +120,20 @@ def test_command_refuses_to_mix_two_runs_in_one_directory(tmp_path):
     (tmp_path / "taken" / "config.yaml").write_text("seed: 0\n")
     (tmp_path / "taken" / "checkpoints" / "last_checkpoint_1.pt").write_bytes(b"")
     assert_refused(run_trainer(f"output.root={tmp_path}", "run.name=taken"), "already holds a run")
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ("file\tlabel\na.jpg\tShirt\n", "needs the columns path and accept (tab-separated), found ['file', 'label']"),
+        ("path\taccept\n", "must list at least one photo, each with a path and the classes it accepts"),
+        ("path\taccept\na.jpg\n", "must list at least one photo, each with a path and the classes it accepts"),
+    ],
+)
+def test_command_refuses_a_photo_manifest_it_could_not_read_before_training(tmp_path, manifest, message):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "MANIFEST.tsv").write_text(manifest)
+    result = run_trainer(f"output.root={tmp_path}", f"data.photos={photos}", "data.measure_photos=true")
+    assert_refused(result, message)
+    assert not (tmp_path / "quick").exists() and "Epoch 1" not in result.stderr, "refused before any training"

@@ -10,7 +10,8 @@ from captum.attr import Occlusion
 from PIL import Image
 
 from trainer.data import CLASS_NAMES, MEAN, STD
-from trainer.explain import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, explain, method_for
+from trainer.attribution import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, method_for
+from trainer.explain import explain
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
 from trainer.predict import Classifier

@@ -39,11 +39,17 @@ def test_unknown_model_is_refused():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}, {"conv1_padding": 3}, {"conv1_padding": 2, "conv2_kernel": 14}],
+    [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}, {"conv1_padding": 3}, {"conv1_padding": 2, "conv2_kernel": 14},
+     {"conv1": 0}, {"conv2": -1}, {"conv1": 2.5}],
 )
 def test_kwargs_a_model_cannot_take_are_refused(kwargs):
     with pytest.raises(UnknownModelError, match="cannot be built from these model.kwargs"):
         build_model("lenet5", **kwargs)
+
+
+def test_a_small_cnn_of_no_width_is_refused_while_it_is_built():
+    with pytest.raises(UnknownModelError, match="width must be a whole number of channels, at least 1"):
+        build_model("small_cnn", width=-2)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -210,3 +211,31 @@ def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_p
     model = build_model(payload["arch"], **payload["arch_kwargs"])
     model.load_state_dict(payload["state_dict"])
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_run_that_diverges_closes_its_tensorboard_writer(tmp_path):
+    """A study goes on after a diverged trial in the same process: the trial's event-file writer and its thread must
+    not outlive it."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    from trainer.engines import TrainingDiverged
+    from trainer.training import training
+
+    cfg = load_config(ROOT / "configs" / "quick.yaml", [
+        f"output.root={tmp_path}", "run.name=diverged", f"data.root={write_idx(tmp_path / 'data')}", "data.val_size=100",
+        "train.lr=1e30", "train.max_epochs=5", "tensorboard.embedding_samples=50",
+    ])
+
+    def writers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if isinstance(t, _AsyncWriterThread)}
+
+    before = writers()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # the run installs its own
+    try:
+        with pytest.raises(TrainingDiverged):
+            training(0, cfg)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert list((tmp_path / "diverged").glob("events.out.tfevents.*")), "the views were on"
+    assert writers() <= before

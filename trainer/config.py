@@ -3,18 +3,20 @@
 OmegaConf does the merging and type checking; this module only adds the range checks it cannot express.
 """
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.errors import UserError
 
 FASHION_MNIST_TRAIN_SIZE = 60_000
+MAX_SEED = 10**9  # the loader derives per-batch generator seeds from it, which must stay within 64 bits
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
@@ -196,7 +198,11 @@ def _describe(exc: OmegaConfBaseException, source: str) -> str:
 
 
 def check_ranges(cfg: DictConfig) -> None:
-    problems = []
+    problems = [f"{key} must be a finite number (got {value})" for key, value in non_finite(cfg)]
+    if problems:  # every comparison below would be meaningless with a nan in it
+        raise ConfigError("; ".join(problems))
+    if not 0 <= cfg.seed <= MAX_SEED:
+        problems.append(f"seed must be between 0 and {MAX_SEED} (got {cfg.seed})")
     if cfg.train.lr <= 0:
         problems.append(f"train.lr must be positive (got {cfg.train.lr})")
     if cfg.train.max_epochs < 1:
@@ -211,6 +217,8 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
     if cfg.train.momentum < 0 or cfg.train.weight_decay < 0 or cfg.train.warmup_epochs < 0:
         problems.append("train.momentum, train.weight_decay and train.warmup_epochs must not be negative")
+    if not 0 <= cfg.train.label_smoothing < 1:
+        problems.append(f"train.label_smoothing must be at least 0 and below 1 (got {cfg.train.label_smoothing})")
     if not 0 <= cfg.train.ema_decay < 1:
         problems.append(f"train.ema_decay must be at least 0 (0 turns it off) and below 1 (got {cfg.train.ema_decay})")
     if cfg.train.optimizer not in ("sgd", "adamw"):
@@ -238,6 +246,15 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"run.name must be a plain folder name (got {cfg.run.name!r})")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def non_finite(node: Any, key: str = "") -> list[tuple[str, float]]:
+    """The float values anywhere in the config that are inf or nan, with their dotted keys."""
+    if isinstance(node, (DictConfig, dict)):
+        return [found for k, v in node.items() for found in non_finite(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(node, (ListConfig, list)):
+        return [found for i, v in enumerate(node) for found in non_finite(v, f"{key}[{i}]")]
+    return [(key, node)] if isinstance(node, float) and not math.isfinite(node) else []
 
 
 def augment_problems(a: DictConfig) -> list[str]:

@@ -163,7 +163,8 @@ class InMemoryLoader:
 
     The order of an epoch is a pure function of (seed, epoch): a resumed run sees exactly the batches an
     uninterrupted one would, from any iteration. Rank r takes every world_size-th sample of the shuffled
-    order, so the ranks' shards are disjoint and together cover the split in every epoch.
+    order, so the ranks' shards are disjoint and together cover the split in every epoch (with `drop_last`, but for
+    each rank's incomplete last batch).
     """
 
     def __init__(

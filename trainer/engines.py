@@ -5,6 +5,7 @@ import math
 from collections.abc import Callable
 from functools import partial
 
+import ignite.distributed as idist
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
@@ -31,7 +32,8 @@ def create_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer
 
 
 def create_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, epoch_length: int) -> PiecewiseLinear:
-    """One cycle: linear warm-up to `train.lr`, then linear decay to zero at the last iteration."""
+    """One cycle: linear warm-up to `train.lr`, then linear decay towards zero, which it reaches one step after the
+    last iteration (the last step trains at `train.lr` / remaining steps, not at zero)."""
     total = cfg.train.max_epochs * epoch_length
     warmup = min(int(cfg.train.warmup_epochs * epoch_length), total - 1)
     milestones = [(0, cfg.train.lr / 10), (warmup, cfg.train.lr), (total, 0.0)] if warmup > 0 else [(0, cfg.train.lr), (total, 0.0)]
@@ -141,7 +143,7 @@ def trains_in_bf16(cfg: DictConfig, device: torch.device) -> bool:
     if device.type != "cpu" or not cfg.train.cpu_bf16:
         return False
     native = cpu_has_bf16()
-    if not native:
+    if not native and idist.get_rank() == 0:
         logging.getLogger("trainer").warning("train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so the run trains in fp32")
     return native
 

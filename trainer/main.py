@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None, process: Callable[[int, DictConfig], Non
         from trainer.training import launch, run_process
 
         return launch(cfg, process or run_process)
-    except UserError as exc:  # the config's, or where and how it cannot run (`launch_settings`, `name_run`)
+    except UserError as exc:  # the config's, or where and how it cannot run (`launch_settings`)
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

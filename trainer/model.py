@@ -1,6 +1,6 @@
 """The networks, and a registry so the config can pick one by name."""
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ class LeNet5(nn.Module):
         conv2_kernel: int = 5, conv1_padding: int = 0,
     ) -> None:
         super().__init__()
+        _check_channels(conv1=conv1, conv2=conv2)
         if not 0 <= conv1_padding <= 2:
             raise ValueError(f"conv1_padding must be 0-2 (got {conv1_padding})")
         first_map = 12 + conv1_padding  # 28 + 2 x padding -> conv1 -> pool
@@ -60,6 +61,13 @@ class LeNet5(nn.Module):
         return self.fc3(_optional(self.dropout, self.features(x)))
 
 
+def _check_channels(**counts: int) -> None:
+    """PyTorch builds a layer of 0 channels and only fails on the first batch: refuse it while the model is built."""
+    for name, count in counts.items():
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"{name} must be a whole number of channels, at least 1 (got {count!r})")
+
+
 def _optional(module: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
     return x if module is None else module(x)
 
@@ -69,6 +77,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.25) -> None:
         super().__init__()
+        _check_channels(width=width)
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
@@ -102,7 +111,7 @@ class UnknownModelError(UserError, ValueError):
     pass
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
+def build_model(name: str, **kwargs: Any) -> nn.Module:
     if name not in MODELS:
         raise UnknownModelError(f"unknown model {name!r}: model.name must be one of {', '.join(sorted(MODELS))}")
     try:

@@ -32,8 +32,18 @@ def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path
     manifest = folder / MANIFEST
     if not manifest.is_file():
         raise UserError(f"no {MANIFEST} in {folder}: point --photos at a folder of real photos with its manifest")
-    with manifest.open(newline="") as f:
-        rows = [(folder / row["path"], row["accept"].split("|")) for row in csv.DictReader(f, delimiter="\t")]
+    try:
+        with manifest.open(newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            listed = [row for row in reader if any(row.values())]
+            columns = set(reader.fieldnames or ())
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{manifest} is not a tab-separated text file ({type(exc).__name__})") from None
+    if not {"path", "accept"} <= columns:
+        raise UserError(f"{manifest} needs the columns path and accept (tab-separated), found {sorted(columns)}")
+    if not listed or any(not row["path"] or not row["accept"] for row in listed):
+        raise UserError(f"{manifest} must list at least one photo, each with a path and the classes it accepts")
+    rows = [(folder / row["path"], row["accept"].split("|")) for row in listed]
     if per_group:
         taken: Counter = Counter()
         rows = [row for row in rows if taken.update(["|".join(row[1])]) or taken["|".join(row[1])] <= per_group]

@@ -7,7 +7,7 @@ import pickle
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -18,7 +18,7 @@ class FileRefused(UserError):
     """A file that is missing, corrupt, truncated or carries more than plain tensors and data."""
 
 
-def atomic_replace(path: Path, write) -> None:
+def atomic_replace(path: Path, write: Callable[[Path], Any]) -> None:
     """Write through `write(tmp_path)` to a temporary sibling, fsync it, then rename over `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -7,6 +7,7 @@ from interleaving their writes.
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -55,7 +56,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(("  ".join(str(c).rjust(w) for c, w in zip(line, widths)) + "  " + str(line[-1])).rstrip() for line in lines)
 
 
-def cell(value) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):

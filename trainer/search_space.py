@@ -90,7 +90,9 @@ def parse_distribution(path: Path, key: Any, entry: Any) -> BaseDistribution:
         raise SearchSpaceError(f"search space {path}: {key} is not a valid {kind} distribution ({first_line(exc)})") from None
 
 
-def check_key(path: Path, key: Any, distribution: BaseDistribution, base: DictConfig, config, overrides: list[str]) -> None:
+def check_key(
+    path: Path, key: Any, distribution: BaseDistribution, base: DictConfig, config: str | Path, overrides: list[str]
+) -> None:
     """The key must be a setting of the schema, and both ends of its range (each choice) a config the trainer takes."""
     if not isinstance(key, str) or key in STUDY_KEYS:
         raise SearchSpaceError(f"search space {path}: {key!r} cannot be searched: the study sets {', '.join(STUDY_KEYS)} itself")

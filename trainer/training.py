@@ -191,49 +191,50 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
     evaluator.add_event_handler(Events.COMPLETED, best)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
     views = None
-    if rank == 0 and cfg.tensorboard.enabled:
-        from trainer.handlers.tensorboard import TensorBoardViews
+    try:  # the TensorBoard writer's thread and file are closed however the run ends, a diverged trial's too
+        if rank == 0 and cfg.tensorboard.enabled:
+            from trainer.handlers.tensorboard import TensorBoardViews
 
-        views = TensorBoardViews(cfg, run_dir, model, tested, splits, CLASS_NAMES)
-        views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
-    stop = GracefulStop()
-    stop.install()
-    stop.attach(trainer)
-    if extend is not None:
-        extend(trainer, evaluator)
+            views = TensorBoardViews(cfg, run_dir, model, tested, loss_fn, splits, CLASS_NAMES)
+            views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
+        stop = GracefulStop()
+        stop.install()
+        stop.attach(trainer)
+        if extend is not None:
+            extend(trainer, evaluator)
 
-    if resume_from is not None:
-        restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
-        if ema and "ema_model" not in resume_from:  # a checkpoint of a run without the average starts it afresh
-            ema.ema_model.load_state_dict(ema.model.state_dict())  # ema.model: the bare network, as Ignite keeps it
-        check_resumable(cfg, trainer, len(train_loader))
-        adopt_resumed_files(cfg.resume, run_dir / "checkpoints", best, last, trainer.state.iteration)
-        logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
-    logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
-    started = time.perf_counter()
-    if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):  # a finished run resumed only to export
-        trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
-    train_seconds = time.perf_counter() - started
+        if resume_from is not None:
+            restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
+            if ema and "ema_model" not in resume_from:  # a checkpoint of a run without the average starts it afresh
+                ema.ema_model.load_state_dict(ema.model.state_dict())  # ema.model: the bare network, as Ignite keeps it
+            check_resumable(cfg, trainer, len(train_loader))
+            adopt_resumed_files(cfg.resume, run_dir / "checkpoints", best, last, trainer.state.iteration)
+            logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
+        logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
+        started = time.perf_counter()
+        if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):  # a finished run resumed only to export
+            trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
+        train_seconds = time.perf_counter() - started
 
-    if stop.requested:
-        last(trainer)
+        if stop.requested:
+            last(trainer)
+            checkpoint = Path(last.last_checkpoint)
+            logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
+            logger.info(f"Resume with: python -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}")
+            return stop.exit_code
+
+        best_epoch = load_best_weights(tested, best, tested_key)
+        final_val.run(val_loader)
+        final_test.run(test_loader)
+        if rank == 0:
+            metrics = finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
+            if views:
+                views.log_calibration(metrics)
+                logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
+            logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
+    finally:
         if views:
             views.close()
-        checkpoint = Path(last.last_checkpoint)
-        logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
-        logger.info(f"Resume with: python -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}")
-        return stop.exit_code
-
-    best_epoch = load_best_weights(tested, best, tested_key)
-    final_val.run(val_loader)
-    final_test.run(test_loader)
-    if rank == 0:
-        metrics = finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
-        if views:
-            views.log_calibration(metrics)
-            views.close()
-            logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
-        logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
     idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
     return 0
 
@@ -318,12 +319,18 @@ def finish_run(
             "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__)},
         },
     )
-    photos = Path(cfg.data.photos) if cfg.data.photos else default_folder(cfg.data.root)
-    if cfg.data.measure_photos and (photos / MANIFEST).is_file():
+    photos = photos_to_measure(cfg)
+    if photos is not None:
         metrics["real_photos"] = measure_photos(run_dir / "model.pt", photos)
     atomic_write_json(metrics, run_dir / "metrics.json")
     export_examples(run_dir, splits)
     return metrics
+
+
+def photos_to_measure(cfg: DictConfig) -> Path | None:
+    """The folder of real photos the run ends by measuring: `data.photos`, else `realphotos/` beside the data."""
+    photos = Path(cfg.data.photos) if cfg.data.photos else default_folder(cfg.data.root)
+    return photos if cfg.data.measure_photos and (photos / MANIFEST).is_file() else None
 
 
 def measure_photos(model_file: Path, folder: Path) -> dict:
@@ -342,6 +349,8 @@ def launch_settings(cfg: DictConfig) -> dict:
         raise UserError("device=cuda was asked for but no CUDA GPU is available: use device=auto or device=cpu")
     if cfg.data.photos and cfg.data.measure_photos and not (Path(cfg.data.photos) / MANIFEST).is_file():
         raise UserError(f"data.photos={cfg.data.photos} has no {MANIFEST}: point it at a folder of real photos with its manifest")
+    if (photos := photos_to_measure(cfg)) is not None:
+        read_manifest(photos)  # a manifest the run's end could not read is refused now, not after it
     backend, nproc = cfg.dist.backend, cfg.dist.nproc_per_node
     under_torchrun = "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
     if under_torchrun or nproc > 1:

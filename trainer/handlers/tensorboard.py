@@ -10,6 +10,7 @@ import functools
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import ignite.distributed as idist
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from ignite.handlers import EpochOutputStore, TensorboardLogger, global_step_from_engine
 from ignite.handlers.tensorboard_logger import GradsHistHandler, WeightsHistHandler
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
@@ -27,14 +29,15 @@ from trainer.data import EVAL_BATCH_SIZE, MEAN, STD, Splits, denormalise
 from trainer.handlers.figures import confusion_matrix_figure, explained_figure, image_grid_figure
 from trainer.handlers.projector import Projector
 
+T = TypeVar("T")
 HPARAM_KEYS = ("model.name", "train.optimizer", "train.lr", "train.batch_size", "train.max_epochs", "train.weight_decay", "seed")
 
 
-def timed(method):
+def timed(method: Callable[..., T]) -> Callable[..., T]:
     """Adds the method's wall time to `self.seconds`: what the views cost a run, which the run reports at its end."""
 
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: "TensorBoardViews", *args: Any, **kwargs: Any) -> T:
         start = time.perf_counter()
         try:
             return method(self, *args, **kwargs)
@@ -58,11 +61,13 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 class TensorBoardViews:
     def __init__(
-        self, cfg: DictConfig, run_dir: Path, model: nn.Module, tested: nn.Module, splits: Splits, class_names: list[str]
+        self, cfg: DictConfig, run_dir: Path, model: nn.Module, tested: nn.Module, loss_fn: nn.Module, splits: Splits,
+        class_names: list[str],
     ) -> None:
         """`model` is the network being trained (graph, histograms); `tested` the weights the evaluators test and
-        the run exports (the trained network itself, or its moving average), behind every validation view."""
-        self.cfg, self.views = cfg, cfg.tensorboard
+        the run exports (the trained network itself, or its moving average), behind every validation view; `loss_fn`
+        the training loss, label smoothing and all, so that the training and validation curves measure the same."""
+        self.cfg, self.views, self.loss_fn = cfg, cfg.tensorboard, loss_fn
         self.model, self.tested, self.splits, self.class_names = unwrap(model), unwrap(tested), splits, class_names
         self.seconds = 0.0
         self.run_dir = run_dir
@@ -103,7 +108,7 @@ class TensorBoardViews:
         device = next(self.tested.parameters()).device
         self.tested.eval()
         with torch.inference_mode():
-            val_loss = F.cross_entropy(self.tested(x.to(device)), y.to(device)).item()
+            val_loss = self.loss_fn(self.tested(x.to(device)), y.to(device)).item()
         scalars = {"train": trainer.state.metrics["recent_loss"], "validation": val_loss}
         self.writer.add_scalars("loss", scalars, trainer.state.iteration)
 
@@ -170,7 +175,7 @@ class TensorBoardViews:
         with torch.inference_mode():
             return torch.cat([self.tested(batch.to(device)).cpu() for batch in x.split(EVAL_BATCH_SIZE)])
 
-    def predictions_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor):
+    def predictions_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor) -> Figure:
         """The tutorial's `plot_classes_preds`: predicted class and its probability, green if right, red if wrong."""
         pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.cfg.seed))[:16]
         conf, pred = probs[pick].max(1)
@@ -178,16 +183,16 @@ class TensorBoardViews:
         colors = ["green" if p == t else "red" for p, t in zip(pred, y[pick])]
         return image_grid_figure(denormalise(x[pick]), titles, colors, title="Predictions vs. actuals")
 
-    def mistakes_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor):
+    def mistakes_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor) -> Figure:
         conf, pred = probs.max(1)
         worst = most_confident_mistakes(y, probs)
         titles = [f"{self.class_names[pred[i]]}, {conf[i]:.0%}\n(label: {self.class_names[y[i]]})" for i in worst]
         return image_grid_figure(denormalise(x[worst]), titles, ["red"] * len(worst), title="Most confident mistakes")
 
-    def mistakes_explained_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, device: torch.device):
-        """The same mistakes, each beside the evidence (trainer.explain) for the class the model chose and for the
+    def mistakes_explained_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, device: torch.device) -> Figure:
+        """The same mistakes, each beside the evidence (trainer.attribution) for the class the model chose and for the
         true one: what misled it, and what it overlooked."""
-        from trainer.explain import attribute  # Captum takes about 0.4 s to import: paid, and timed, only with this view
+        from trainer.attribution import attribute  # Captum takes about 0.4 s to import: paid, and timed, only with this view
 
         conf, pred = probs.max(1)
         worst = most_confident_mistakes(y, probs)
