@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     except KeyboardInterrupt:  # stopped while starting
         pass
+    except OSError:  # Gradio's own message names its launch() arguments, which a user of this script does not see
+        print(f"error: cannot serve on {args.host}:{args.port}: the port is taken or {args.host} is not an address of "
+              "this machine; choose another --port or --host", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,15 +1,52 @@
-"""Session fixtures: the real dataset, one real training run that many tests read, and the demo as a real server."""
+"""Session fixtures: the real dataset, one real training run that many tests read, and the demo as a real server.
 
+The tests talk only to 127.0.0.1: telemetry is off before anything imports gradio or huggingface_hub, here and in
+every process the tests start (they inherit these settings), and this process is refused any other address.
+"""
+
+import ipaddress
+import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # gradio's; a Client heeds it only given analytics_enabled=False
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"  # huggingface_hub's send_telemetry, which both call, then does nothing
 
-from tests import servers
-from tests.helpers import DATA_ROOT, run_trainer
+import pytest  # noqa: E402
+
+from tests import servers  # noqa: E402
+from tests.helpers import DATA_ROOT, run_trainer  # noqa: E402
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return host == "localhost"
+
+
+def loopback_only(connect):
+    """`connect` (or `connect_ex`) refusing an internet socket any address but this machine's own."""
+
+    def guarded(sock: socket.socket, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address[0]):
+            raise ConnectionRefusedError(f"the tests talk only to 127.0.0.1, not to {address[0]}")
+        return connect(sock, address)
+
+    return guarded
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_traffic_off_this_machine() -> Iterator[None]:
+    """In this process, whatever thread connects; the processes the tests start are covered by the settings above."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("connect", "connect_ex"):
+            patch.setattr(socket.socket, name, loopback_only(getattr(socket.socket, name)))
+        yield
 
 
 @pytest.fixture(scope="session")

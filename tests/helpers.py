@@ -2,9 +2,14 @@
 
 import json
 import os
+import selectors
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -16,6 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("FASHION_MNIST_ROOT", ROOT.parent / "shared" / "data")).resolve()
 
 
+# torchvision downloads through urllib, which takes its proxy from the environment: one on loopback that refuses every
+# connection stands in for a machine without network, here and on a machine with it, and nothing leaves the machine.
+NO_NETWORK = {key: "http://127.0.0.1:9" for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")} | {
+    "no_proxy": "", "NO_PROXY": ""}
+
+
 def run_trainer(
     *overrides: str, config: str = "configs/quick.yaml", timeout: float = 600, env: dict | None = None, cwd: Path = ROOT,
     module: str = "trainer.main",
@@ -25,6 +36,33 @@ def run_trainer(
     command = [sys.executable, "-m", module, "--config", config, *overrides]
     full_env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT), **(env or {})}
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def killed_on_leaving(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`process`, killed (unless it has ended) and reaped on leaving: a failing or timed-out test leaves no child."""
+    with process:
+        try:
+            yield process
+        finally:
+            process.kill()
+
+
+def read_pipe_until(pipe: IO, text: str, timeout: float) -> str:
+    """What `pipe` gave until `text` appeared, it closed or `timeout` seconds passed: a bounded wait, which
+    `readline()` is not when the other end writes nothing."""
+    seen, wanted, deadline = b"", text.encode(), time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)
+        while wanted not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                break
+            chunk = os.read(pipe.fileno(), 65536)  # the descriptor: the file object's buffer would hide lines from select
+            if not chunk:  # closed: the process has ended
+                break
+            seen += chunk
+    return seen.decode(errors="replace")
 
 
 def write_idx(folder: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:

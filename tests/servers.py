@@ -11,7 +11,9 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
+
+from gradio_client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,3 +69,25 @@ def demo_server(
     url = f"http://127.0.0.1:{port}/"
     with serving(command, url, log, start_timeout, {"GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}) as server:
         yield server, url
+
+
+def open_client(url: str, **options) -> Client:
+    """A gradio_client Client of the demo at `url`, sending no telemetry: its default analytics_enabled=True would
+    outweigh GRADIO_ANALYTICS_ENABLED=False."""
+    return Client(url, verbose=False, analytics_enabled=False, **options)
+
+
+@contextmanager
+def demo_client(url: str, **options) -> Iterator[Client]:
+    """`open_client(url)`, closed on leaving (a Client is no context manager itself)."""
+    client = open_client(url, **options)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def call(client: Client, *inputs, api_name: str, timeout: float = 60) -> Any:
+    """`client.predict(*inputs, api_name=...)`, which waits for ever on a stuck server, with a limit: it raises
+    TimeoutError after `timeout` seconds, and what `predict` raises (AppError for the demo's refusals) otherwise."""
+    return client.submit(*inputs, api_name=api_name).result(timeout=timeout)

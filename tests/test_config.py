@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from tests.helpers import ROOT, run_trainer, write_idx
+from tests.helpers import NO_NETWORK, ROOT, run_trainer, write_idx
 from trainer.config import ConfigError, load_config
 
 
@@ -96,7 +96,7 @@ def test_command_refuses_a_base_that_is_missing_or_leads_back(tmp_path):
 
 
 def test_command_refuses_missing_dataset_without_network(tmp_path):
-    result = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'empty'}")
+    result = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'empty'}", env=NO_NETWORK)
     assert_refused(result, "could not be downloaded")
     assert "FASHION_MNIST_ROOT" in result.stderr
     no_download = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'empty'}", "data.download=false")

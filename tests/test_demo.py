@@ -1,21 +1,25 @@
 """The Gradio demo as people use it: a real server process, the Python client, and a real browser."""
 
+import html
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests.helpers import ROOT
 from tests.bad_images import BAD_INPUTS, write_bad_inputs
+from tests.servers import call, demo_client
 from trainer.data import CLASS_NAMES, raw_folder
-from trainer.predict import Classifier
+from trainer.predict import MODEL_ENV, Classifier
+from trainer.preprocess import ImageError
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -38,34 +42,38 @@ def test_images(tmp_path_factory, data_root) -> list[tuple[Path, int]]:
 def test_predict_endpoint_classifies_test_images(demo_url, trained_run, test_images):
     """The server answers exactly as the in-process Classifier does on the same files; the accuracy bound is loose,
     far below the quick model's (about 85%), since that varies from one processor to another."""
-    client = Client(demo_url, verbose=False, ssl_verify=False)  # as the README shows
     classifier = Classifier(trained_run / "model.pt")
     correct = 0
-    for path, label in test_images:
-        top, seen = client.predict(handle_file(str(path)), api_name="/predict")
-        served = [(c["label"], c["confidence"]) for c in top["confidences"]]
-        expected = classifier.classify_file(path).top(3)
-        assert [name for name, _ in served] == [name for name, _ in expected], (path, served, expected)
-        assert [p for _, p in served] == pytest.approx([p for _, p in expected], abs=1e-4), (path, served, expected)
-        assert Path(seen).is_file()
-        correct += served[0][0] == CLASS_NAMES[label]
+    with demo_client(demo_url, ssl_verify=False) as client:  # as the README shows
+        assert not client.analytics_enabled, "no telemetry to huggingface.co"
+        for path, label in test_images:
+            top, seen = call(client, handle_file(str(path)), api_name="/predict")
+            served = [(c["label"], c["confidence"]) for c in top["confidences"]]
+            expected = classifier.classify_file(path).top(3)
+            assert [name for name, _ in served] == [name for name, _ in expected], (path, served, expected)
+            assert [p for _, p in served] == pytest.approx([p for _, p in expected], abs=1e-4), (path, served, expected)
+            assert Path(seen).is_file()
+            correct += served[0][0] == CLASS_NAMES[label]
     assert correct >= 60, f"{correct}/100 correct"
 
 
-def test_bad_inputs_get_a_message_and_the_server_keeps_serving(demo_url, tmp_path, test_images):
-    client = Client(demo_url, verbose=False)
-    for name, path in write_bad_inputs(tmp_path).items():
-        expect = BAD_INPUTS[name]
-        if expect == "refused":
-            with pytest.raises(AppError) as info:
-                client.predict(handle_file(str(path)), api_name="/predict")
-            assert len(str(info.value)) > 10, name
-        else:
-            top, _ = client.predict(handle_file(str(path)), api_name="/predict")
-            assert top["label"] in CLASS_NAMES, name
-    with pytest.raises(AppError, match="No image"):
-        client.predict(None, api_name="/predict")
-    top, _ = client.predict(handle_file(str(test_images[0][0])), api_name="/predict")
+def test_bad_inputs_get_a_message_and_the_server_keeps_serving(demo_url, trained_run, tmp_path, test_images):
+    """A refused upload gets the very sentence the in-process Classifier gives, as Gradio sends it (HTML-escaped)."""
+    classifier = Classifier(trained_run / "model.pt")
+    with demo_client(demo_url) as client:
+        for name, path in write_bad_inputs(tmp_path).items():
+            if BAD_INPUTS[name] == "refused":
+                with pytest.raises(ImageError) as refusal:
+                    classifier.classify_file(path)
+                with pytest.raises(AppError) as info:
+                    call(client, handle_file(str(path)), api_name="/predict")
+                assert str(info.value) == html.escape(str(refusal.value), quote=False), name
+            else:
+                top, _ = call(client, handle_file(str(path)), api_name="/predict")
+                assert top["label"] in CLASS_NAMES, name
+        with pytest.raises(AppError, match="No image"):
+            call(client, None, api_name="/predict")
+        top, _ = call(client, handle_file(str(test_images[0][0])), api_name="/predict")
     assert top["label"] in CLASS_NAMES
 
 
@@ -124,25 +132,25 @@ def garment_photo(tmp_path_factory) -> Path:
 
 
 def test_explain_endpoint_draws_the_evidence_for_the_top_class_or_any_other(demo_url, garment_photo):
-    client = Client(demo_url, verbose=False, ssl_verify=False)
-    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert (len(endpoints["/predict"]["parameters"]), len(endpoints["/predict"]["returns"])) == (1, 2), "as before"
-    assert [p["parameter_name"] for p in endpoints["/explain"]["parameters"]] == ["photo", "class_name"]
-    top, _ = client.predict(handle_file(str(garment_photo)), api_name="/predict")
-    on_tile, on_photo, explained = client.predict(handle_file(str(garment_photo)), None, api_name="/explain")
-    assert explained == top["label"], "no class named: the top one"
-    assert Image.open(on_tile).size == (224, 224)
-    original = np.asarray(Image.open(garment_photo).convert("RGB")).astype(int)
-    changed = np.abs(np.asarray(Image.open(on_photo).convert("RGB")).astype(int) - original).sum(2) > 0
-    assert changed[60:240, 220:330].mean() > 0.5, "the map lies over the garment"
-    assert not changed[:, :150].any() and not changed[:, 400 - 30 :].any(), "and nowhere beside the part the tile shows"
-    other = next(name for name in CLASS_NAMES if name != top["label"])
-    other_tile, _, explained = client.predict(handle_file(str(garment_photo)), other, api_name="/explain")
-    assert explained == other and Path(other_tile).read_bytes() != Path(on_tile).read_bytes()
-    with pytest.raises(AppError, match="not in the list of choices"):
-        client.predict(handle_file(str(garment_photo)), "Hat", api_name="/explain")
-    with pytest.raises(AppError, match="No image"):
-        client.predict(None, None, api_name="/explain")
+    with demo_client(demo_url, ssl_verify=False) as client:
+        endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        assert (len(endpoints["/predict"]["parameters"]), len(endpoints["/predict"]["returns"])) == (1, 2), "as before"
+        assert [p["parameter_name"] for p in endpoints["/explain"]["parameters"]] == ["photo", "class_name"]
+        top, _ = call(client, handle_file(str(garment_photo)), api_name="/predict")
+        on_tile, on_photo, explained = call(client, handle_file(str(garment_photo)), None, api_name="/explain")
+        assert explained == top["label"], "no class named: the top one"
+        assert Image.open(on_tile).size == (224, 224)
+        original = np.asarray(Image.open(garment_photo).convert("RGB")).astype(int)
+        changed = np.abs(np.asarray(Image.open(on_photo).convert("RGB")).astype(int) - original).sum(2) > 0
+        assert changed[60:240, 220:330].mean() > 0.5, "the map lies over the garment"
+        assert not changed[:, :150].any() and not changed[:, 400 - 30 :].any(), "and nowhere beside the part the tile shows"
+        other = next(name for name in CLASS_NAMES if name != top["label"])
+        other_tile, _, explained = call(client, handle_file(str(garment_photo)), other, api_name="/explain")
+        assert explained == other and Path(other_tile).read_bytes() != Path(on_tile).read_bytes()
+        with pytest.raises(AppError, match="not in the list of choices"):
+            call(client, handle_file(str(garment_photo)), "Hat", api_name="/explain")
+        with pytest.raises(AppError, match="No image"):
+            call(client, None, None, api_name="/explain")
 
 
 def test_real_browser_shows_why_and_why_not(demo_url, garment_photo, tmp_path):
@@ -175,8 +183,10 @@ def test_real_browser_shows_why_and_why_not(demo_url, garment_photo, tmp_path):
 
 
 def test_no_model_gives_one_clear_message(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != MODEL_ENV}  # a user's own model would be found
     result = subprocess.run(
-        [sys.executable, "demo/app.py", "--runs", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "demo/app.py", "--runs", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
     )
     assert result.returncode == 2 and "python -m trainer.main" in result.stderr and "Traceback" not in result.stderr
 
@@ -190,3 +200,20 @@ def test_corrupt_model_file_gives_one_clear_message(tmp_path, content):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert str(bad) in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_port_already_in_use_gives_one_clear_message(trained_run):
+    """The port another server holds: one sentence that says what to change, not Gradio's advice about launch()."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "demo/app.py", "--checkpoint", str(trained_run / "model.pt"), "--port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot serve on 127.0.0.1:{port}: the port is taken or 127.0.0.1 is not an address of this machine; "
+        "choose another --port or --host"
+    )

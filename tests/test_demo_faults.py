@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import time
 import urllib.parse
 import uuid
@@ -29,6 +30,7 @@ from PIL import Image, ImageDraw
 from benchmarks.photo_like import make_photo_like
 from tests.bad_images import BAD_INPUTS, LONG_NAME, as_bytes, photo_jpeg, png_with_size, write_bad_inputs
 from tests.helpers import ROOT
+from tests.servers import call, demo_client, open_client
 from trainer.data import raw_folder
 from trainer.predict import Classifier
 from trainer.preprocess import ImageError
@@ -79,7 +81,7 @@ def mismatch(expected: tuple[str, object], kind: str, answer) -> str | None:
 def ask(client: Client, path: Path) -> tuple[str, object]:
     """One upload through the Python client: ("predicted", label dict), ("refused", message) or ("dropped", why)."""
     try:
-        top, _ = client.submit(handle_file(str(path)), api_name="/predict").result(timeout=REQUEST_TIMEOUT)
+        top, _ = call(client, handle_file(str(path)), api_name="/predict", timeout=REQUEST_TIMEOUT)
         return "predicted", top
     except AppError as exc:
         return "refused", str(exc)
@@ -198,11 +200,8 @@ def bad_files(tmp_path_factory, classifier) -> dict[str, tuple[Path, tuple[str, 
 def check_still_serving(demo, good_photos, after: str) -> None:
     assert demo.process.poll() is None, f"the server died after {after}:\n{demo.output()[-3000:]}"
     path, expected = good_photos[0]
-    client = Client(demo.url, verbose=False)
-    try:
+    with demo_client(demo.url) as client:
         problem = mismatch(expected, *ask(client, path))
-    finally:
-        client.close()
     assert problem is None, f"a good photo after {after}: {problem}"
 
 
@@ -235,7 +234,7 @@ def test_load_32_clients_500_requests(demo_server, good_photos, bad_files, tmp_p
     clients: list[Client] = []
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
-            clients += pool.map(lambda _: Client(demo.url, verbose=False, download_files=str(downloads)), range(CLIENTS))
+            clients += pool.map(lambda _: open_client(demo.url, download_files=str(downloads)), range(CLIENTS))
             warm = [(n, p, e) for n, (p, e) in list(bad_files.items())[: WARM_UP // 2]] + jobs[: WARM_UP - WARM_UP // 2]
             for name, path, expected in warm:
                 assert mismatch(expected, *ask(clients[0], path)) is None, name
@@ -343,12 +342,9 @@ def test_hostile_upload_is_refused_or_answered_and_the_server_stays_up(name, dem
 
     reset_peak_memory(demo_server.pid)
     rss_before = memory_mb(demo_server.pid)
-    client = Client(demo_server.url, verbose=False)
     start = time.perf_counter()
-    try:
+    with demo_client(demo_server.url) as client:
         kind, answer = ask(client, path)
-    finally:
-        client.close()
     seconds = time.perf_counter() - start
     grew = memory_mb(demo_server.pid, "VmHWM") - rss_before
     print(f"\n{name}: {path.stat().st_size / 1024:.0f} KB -> {kind} in {seconds:.2f} s, server peak +{grew:.0f} MB")
@@ -422,6 +418,16 @@ def test_data_urls_go_through_the_safe_decoder(demo_server, classifier, good_pho
 # --------------------------------------------------------------------------- 3. exposure
 
 
+def test_this_process_cannot_connect_off_the_machine():
+    """conftest's guard: a connection to another machine is refused before a packet leaves; 127.0.0.1 still works."""
+    for connect in (socket.socket.connect, socket.socket.connect_ex):
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="only to 127.0.0.1"):
+            sock.settimeout(1)  # were the guard gone, no wait for a reply that never comes
+            connect(sock, ("10.255.255.1", 9))
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname(), 5) as sock:
+        assert sock.getpeername() == server.getsockname()
+
+
 def test_listens_on_loopback_only(demo_server):
     addresses = listening_addresses(demo_server.port)
     assert addresses, f"no socket is listening on port {demo_server.port}"
@@ -484,12 +490,9 @@ def test_no_share_link(demo_server):
 def test_sigterm_stops_cleanly_and_deletes_uploads(start_demo, trained_run, good_photos, tmp_path):
     """`kill` (a service manager's stop) must close the server as Ctrl-C does: no traceback, uploads deleted."""
     with start_demo(trained_run / "model.pt", tmp_path / "gradio") as demo:
-        client = Client(demo.url, verbose=False)
-        try:
+        with demo_client(demo.url) as client:
             for path, expected in good_photos[:3]:
                 assert mismatch(expected, *ask(client, path)) is None
-        finally:
-            client.close()
         uploaded = [f for f in demo.temp_dir.rglob("*") if f.is_file() and f.name.startswith("photo_")]
         assert len(uploaded) == 3, uploaded
         demo.process.send_signal(signal.SIGTERM)

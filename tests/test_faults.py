@@ -6,27 +6,31 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import DATA_ROOT, ROOT, run_trainer
+from tests.helpers import DATA_ROOT, ROOT, killed_on_leaving, run_trainer
 from trainer.data import raw_folder
 
 QUICK = ["--config", "configs/quick.yaml"]
 
 
-def start(*overrides: str) -> subprocess.Popen:
-    """The real command, its output going to a file (a pipe nobody reads would fill up and block it)."""
+@contextmanager
+def start(log: Path, *overrides: str) -> Iterator[subprocess.Popen]:
+    """The real command, its output going to the file `log` (a pipe nobody reads would fill up and block it); killed
+    on leaving, whatever happened."""
     command = [sys.executable, "-m", "trainer.main", *QUICK, *overrides]
     env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}
-    log = Path(tempfile.mkstemp(suffix=".log")[1])
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=open(log, "w"), text=True)
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=stderr, text=True)
     process.log = log
-    return process
+    with killed_on_leaving(process):
+        yield process
 
 
 def output(process: subprocess.Popen) -> str:
@@ -58,10 +62,10 @@ def assert_files_intact(run_dir: Path) -> None:
 
 
 def test_sigterm_checkpoints_flushes_and_exits_143(tmp_path):
-    process = start(f"output.root={tmp_path}", "run.name=term")
-    read_until(process, "Epoch 1/2")
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
+    with start(tmp_path / "term.log", f"output.root={tmp_path}", "run.name=term") as process:
+        read_until(process, "Epoch 1/2")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
     rest = output(process)
     assert process.returncode == 143, rest[-2000:]
     assert "Resume with: python -m trainer.main --config" in rest
@@ -88,10 +92,11 @@ def test_kill_9_at_any_moment_leaves_only_whole_files_and_resumes(tmp_path):
     resumable = []
     for i, (moment, wait) in enumerate(KILL_MOMENTS.items()):
         run_dir = tmp_path / f"kill{i}"
-        process = start(f"output.root={tmp_path}", f"run.name={run_dir.name}", "tensorboard.enabled=false")
-        wait(process, run_dir)
-        process.kill()
-        process.wait(timeout=30)
+        log = tmp_path / f"kill{i}.log"
+        with start(log, f"output.root={tmp_path}", f"run.name={run_dir.name}", "tensorboard.enabled=false") as process:
+            wait(process, run_dir)
+            process.kill()
+            process.wait(timeout=30)
         assert process.returncode == -signal.SIGKILL, moment
         assert_files_intact(run_dir)
         resumable += sorted((run_dir / "checkpoints").glob("last_checkpoint_*.pt"))
@@ -166,18 +171,19 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(small_disk):
-    process = start(f"output.root={small_disk}", "run.name=full", "tensorboard.enabled=false")
+def test_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(small_disk, tmp_path):
     checkpoints = small_disk / "full" / "checkpoints"
-    wait_for_file(checkpoints, "last_checkpoint_*.pt")
-    time.sleep(0.5)
-    try:
-        with open(small_disk / "filler", "wb") as f:
-            while True:
-                f.write(b"\0" * 65536)
-    except OSError:  # the disk is full now
-        pass
-    process.wait(timeout=300)
+    # the log goes beside the small disk, not onto it
+    with start(tmp_path / "full.log", f"output.root={small_disk}", "run.name=full", "tensorboard.enabled=false") as process:
+        wait_for_file(checkpoints, "last_checkpoint_*.pt")
+        time.sleep(0.5)
+        try:
+            with open(small_disk / "filler", "wb") as f:
+                while True:
+                    f.write(b"\0" * 65536)
+        except OSError:  # the disk is full now
+            pass
+        process.wait(timeout=300)
     stderr = output(process)
     assert process.returncode == 1, stderr[-2000:]
     message = stderr.strip().splitlines()[-1]

@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from tensorboard.plugins.hparams import metadata
 
-from tests.helpers import ROOT, accumulate, run_trainer, write_idx
+from tests.helpers import ROOT, accumulate, killed_on_leaving, read_pipe_until, run_trainer, write_idx
 from trainer import search
 from trainer.config import load_config
 
@@ -114,8 +113,13 @@ def test_running_the_same_command_again_continues_the_study(study, tiny):
 
 def test_two_workers_share_one_sqlite_study_without_losing_or_doubling_a_trial(tiny):
     command = search_command(tiny, "--study", "shared", "--trials", "2")
-    workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
+
+    def start_worker() -> subprocess.Popen:
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    with killed_on_leaving(start_worker()) as first, killed_on_leaving(start_worker()) as second:
+        workers = [first, second]
+        outputs = [worker.communicate(timeout=600) for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], [err[-2000:] for _, err in outputs]
     ran = [{n for n in range(4) if f"Trial {n} of study shared" in out} for out, _ in outputs]
     assert len(ran[0]) == len(ran[1]) == 2 and ran[0] | ran[1] == {0, 1, 2, 3}, ran
@@ -138,11 +142,11 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(tiny):
 def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
     command = search_command(tiny, "--study", "stopped", "--trials", "3", "train.max_epochs=40")
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    seen, deadline = "", time.monotonic() + 300
-    while "Epoch 1/40" not in seen and time.monotonic() < deadline:
-        seen += process.stderr.readline()
-    process.send_signal(signal.SIGINT)
-    out, rest = process.communicate(timeout=120)
+    with killed_on_leaving(process):
+        seen = read_pipe_until(process.stderr, "Epoch 1/40", timeout=300)
+        assert "Epoch 1/40" in seen, seen[-3000:]
+        process.send_signal(signal.SIGINT)
+        out, rest = process.communicate(timeout=120)
     assert process.returncode == 130, (seen + rest)[-3000:]
     assert "the same command continues it" in rest
     [trial] = load_study(tiny, "stopped").trials
