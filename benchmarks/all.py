@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from benchmarks import demo_latency, time_to_accuracy, train_speed
-from benchmarks.common import SUMMARY_HEADERS, describe_machine, entry, parser, table
+from benchmarks.common import SUMMARY_HEADERS, describe_machine, entry, parse, parser, table
 
 BENCHMARKS: dict[str, ModuleType] = {
     "train_speed": train_speed, "time_to_accuracy": time_to_accuracy, "demo_latency": demo_latency,
@@ -33,7 +33,7 @@ def write_summary(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__).parse_args(argv)
+    args = parse(parser(__doc__), argv)
     for module in BENCHMARKS.values():
         module.main(["--out", str(args.out), *(["--quick"] if args.quick else [])])
     print(f"\n{write_summary(args.out)}\nwrote {args.out / 'summary.md'}")

@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICK_CONFIG = ROOT / "configs" / "quick.yaml"
 
 
+class BenchmarkError(UserError):
+    """A child process (the trainer, mostly) failed: one sentence, and the end of its output where that says more."""
+
+    def __init__(self, sentence: str, output: str = ""):
+        super().__init__(sentence)
+        self.output = output
+
+
 def parser(doc: str) -> argparse.ArgumentParser:
     """The options every command has: --out for its files and --quick for the CI-sized run."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,11 +42,43 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with --out made a folder now: an unusable one fails before minutes of measuring, not after."""
+    args = p.parse_args(argv)
+    out_folder(args.out)
+    return args
+
+
+def out_folder(path: Path) -> None:
+    """Make the output folder, or say in one sentence why it cannot be one (a file there, no permission)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {path} cannot be used as the output folder: {exc.strerror or exc}") from None
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for a whole number of at least `minimum`: 0 epochs or repeats would fail only after minutes."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: it must be at least {minimum}")
+        return value
+
+    return whole
+
+
 def entry(main: Callable[[], int]) -> None:
     """Run a command: what a user can fix (no data, no model) is one `error:` line and exit code 2, as in the trainer."""
     try:
         code = main()
-    except (UserError, FileNotFoundError) as exc:
+    except (UserError, OSError) as exc:
+        if isinstance(exc, BenchmarkError) and exc.output:
+            print(exc.output, file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
@@ -82,14 +122,22 @@ def peak_rss_mb(pid: int | str = "self") -> float:
 
 
 def run_python(args: Sequence[str], timeout: float) -> None:
-    """`python ARGS` from the project root; a failure raises with the end of its output, so it never becomes a number.
+    """`python ARGS` from the project root; a failure raises BenchmarkError, so it never becomes a number.
 
-    subprocess.run kills the child on a timeout or any other exception, Ctrl-C included.
+    The child's own `error:` sentence (the trainer's, for a user's mistake) is the error's; any other failure
+    keeps the end of its output to read. subprocess.run kills the child on a timeout or any other exception, Ctrl-C included.
     """
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    command = f"`python {' '.join(args[:2])}`"
+    try:
+        result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(f"{command} did not finish within {timeout:.0f} s and was stopped") from None
     if result.returncode != 0:
+        sentences = [line[len("error: "):] for line in result.stderr.splitlines() if line.startswith("error: ")]
+        if sentences:
+            raise BenchmarkError(f"{command} stopped: {sentences[-1]}")
         output = (result.stdout + result.stderr)[-3000:]
-        raise RuntimeError(f"`python {' '.join(args)}` exited with {result.returncode}:\n{output}")
+        raise BenchmarkError(f"{command} failed with exit code {result.returncode}; the end of its output is above", output)
 
 
 def new_figure(width: float = 7, height: float = 4.5) -> tuple["Figure", "Axes"]:

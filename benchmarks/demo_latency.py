@@ -13,7 +13,7 @@
 The checkpoint defaults to the newest runs/*/model.pt; with --quick and none there, a quick model is trained first.
 
 DIR/demo_latency.json:
-  machine            dict: cpu, cores, torch_threads, cuda, python, torch (benchmarks.common.machine)
+  machine            dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (benchmarks.common.machine)
   quick              bool
   checkpoint         str
   images             int: photo-like images (balanced over the 10 classes)
@@ -30,27 +30,34 @@ DIR/demo_latency.png: median and p95 latency of each way of asking.
 """
 
 import functools
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+# the benchmark talks to 127.0.0.1 only: a gradio_client Client reports to huggingface.co unless both its
+# analytics_enabled (tests.servers.open_client) and this variable say no, and huggingface_hub reads its own at import
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
-from benchmarks.common import (
-    QUICK_CONFIG, ROOT, data_root, entry, machine, new_figure, parser, peak_rss_mb, report_results, run_python,
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    QUICK_CONFIG, ROOT, data_root, entry, machine, new_figure, parse, parser, peak_rss_mb, report_results, run_python,
     save_figure, table, verdict,
 )
-from benchmarks.photo_like import build_benchmark
-from tests.servers import demo_server
-from trainer.errors import UserError
-from trainer.explain import explain_file
-from trainer.predict import Classifier, resolve_model_path
+from benchmarks.photo_like import build_benchmark  # noqa: E402
+from tests.servers import demo_server, open_client  # noqa: E402
+from trainer.errors import UserError  # noqa: E402
+from trainer.explain import explain_file  # noqa: E402
+from trainer.predict import Classifier, resolve_model_path  # noqa: E402
 
 TARGET_IN_PROCESS_MS, TARGET_HTTP_MS, TARGET_EXPLAIN_MS = 15, 100, 50  # issue #14: 15 ms with the test-time views
-SEEN_SIZE = 224  # pixels: demo/app.py's enlarged tile
+SEEN_SIZE = 224  # pixels: demo/interface.py's enlarged tile
 CONCURRENT_CLIENTS = 16
 WARM_UP = 3  # requests before measuring: first calls pay for lazy imports and allocations
 
@@ -81,7 +88,7 @@ def in_process(checkpoint: Path, images: list[Path], explain: bool = False) -> d
 def explained(classifier: Classifier, path: Path) -> None:
     """What the demo's /explain does before saving its two pictures."""
     explanation = explain_file(classifier, path)
-    explanation.on_tile(SEEN_SIZE)  # as demo/app.py draws it
+    explanation.on_tile(SEEN_SIZE)  # as demo/interface.py draws it
     explanation.on_photo()
 
 
@@ -89,12 +96,17 @@ def over_http(
     url: str, images: list[Path], clients: int, per_client: int, downloads: Path, ssl_verify: bool = False
 ) -> dict[str, Any]:
     """Each of `clients` threads, with its own gradio_client.Client, sends `per_client` photos one after another."""
-    from gradio_client import Client, handle_file
+    connections = [open_client(url, download_files=str(downloads), ssl_verify=ssl_verify) for _ in range(clients)]
+    try:
+        return timed_requests(connections, url, images, per_client)
+    finally:
+        for client in connections:
+            client.close()
 
-    connections = [
-        Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads), ssl_verify=ssl_verify)
-        for _ in range(clients)
-    ]
+
+def timed_requests(connections: list[Client], url: str, images: list[Path], per_client: int) -> dict[str, Any]:
+    """Each client sends `per_client` photos one after another, all clients at once."""
+    clients = len(connections)
     for path in images[:WARM_UP]:
         connections[0].predict(handle_file(str(path)), api_name="/predict")
 
@@ -128,7 +140,8 @@ def find_checkpoint(checkpoint: str | None, quick: bool, tmp: Path) -> Path:
     except UserError:
         if not quick:
             raise
-    run_python(["-m", "trainer.main", "--config", str(QUICK_CONFIG), f"output.root={tmp}", "run.name=quick"], timeout=600)
+    run_python(["-m", "trainer.main", "--config", str(QUICK_CONFIG), f"output.root={tmp}", "run.name=quick",
+                "data.download=false"], timeout=600)  # missing data: the trainer's sentence, at once
     return tmp / "quick" / "model.pt"
 
 
@@ -175,7 +188,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--checkpoint", help="model.pt to serve (default: the newest runs/*/model.pt)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     info = machine()
     n, per_client = (20, 2) if args.quick else (200, 25)
     with tempfile.TemporaryDirectory(prefix="demo_latency-") as tmp:

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import data_root, entry, fmt, machine, parser, report_results, table
+from benchmarks.common import data_root, entry, fmt, machine, parse, parser, report_results, table
 from trainer.attribution import METHODS, attribute_views
+from trainer.errors import UserError
 from trainer.heatmap import overlay
 from trainer.predict import DECODE_SIDE, Classifier
 from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
@@ -41,8 +42,8 @@ SHORT = {"occlusion": "Occlusion", "integrated_gradients": "Int. Gradients", "gr
 
 
 def real_photos(folder: Path, per_folder: int) -> list[Path]:
-    """The first `per_folder` photos (by name) of each class folder: the same photos on every run."""
-    return [p for sub in sorted(d for d in folder.iterdir() if d.is_dir()) for p in sorted(sub.glob("*.jpg"))[:per_folder]]
+    """The first `per_folder` photos (by name) of each class folder: the same photos on every run; none if no folder."""
+    return [p for sub in sorted(d for d in folder.glob("*") if d.is_dir()) for p in sorted(sub.glob("*.jpg"))[:per_folder]]
 
 
 def tiles_of(photos: list[Path]) -> list[tuple[Path, Image.Image, np.ndarray]]:
@@ -141,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--checkpoint", action="append", required=True, help="a model.pt to compare on (repeat for more)")
     p.add_argument("--photos", type=Path, default=Path(data_root()) / "realphotos", help="folder of class folders of JPEGs")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     torch.set_num_threads(1)  # as demo/app.py serves
     info = machine()
     tiles = tiles_of(real_photos(args.photos, QUICK_PER_FOLDER if args.quick else PER_FOLDER))
+    if not tiles:  # the medians below have nothing to take
+        raise UserError(f"{args.photos} has no photo to explain: it needs class folders of JPEG photos (*.jpg) of garments")
     classifiers = [Classifier(Path(c)) for c in args.checkpoint]
     models = {str(c.path): {"arch": c.meta["arch"], "methods": measure(c, tiles)} for c in classifiers}
     contact_sheet(classifiers, tiles_of(real_photos(args.photos, 1)), args.out / "explain_methods.png")

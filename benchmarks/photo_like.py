@@ -6,8 +6,10 @@ fabric, wood-grain or paper texture, a lighting gradient, sometimes a tinted bac
 shadow and clutter near the edges, then blurred, noised and saved as JPEG.  Everything is drawn
 from a seed, so the set is the same on every machine.
 
-    python -m benchmarks.photo_like --data-root ../shared/data --out /tmp/photo_like --n 1000 \
+    python -m benchmarks.photo_like --out /tmp/photo_like --n 1000 \
         --checkpoint runs/<run>/model.pt --json photo_like.json
+
+The test set is read from $FASHION_MNIST_ROOT (else ./data), as the trainer reads it, unless --data-root says otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
+from benchmarks.common import at_least, data_root, entry, out_folder
 from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess
 
 GENERATOR_VERSION = 1
@@ -264,35 +266,28 @@ def clean_accuracy(root: str, items: list[tuple[Path, int]], model: torch.nn.Mod
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default="../shared/data", help="folder holding FashionMNIST/raw")
+    parser.add_argument("--data-root", default=data_root(),
+                        help="folder holding FashionMNIST/raw (default: $FASHION_MNIST_ROOT, else ./data)")
     parser.add_argument("--out", type=Path, required=True, help="where the benchmark images are (or will be) written")
-    parser.add_argument("--n", type=int, default=1000, help="number of images, balanced over the 10 classes")
+    parser.add_argument("--n", type=at_least(NUM_CLASSES), default=1000, help="number of images, balanced over the 10 classes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, help="model.pt to evaluate (default: the newest runs/*/model.pt)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency is measured per image)")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads (latency is measured per image)")
     args = parser.parse_args(argv)
-    if args.n < NUM_CLASSES:
-        parser.error(f"--n must be at least {NUM_CLASSES}")
+    out_folder(args.out)
     torch.set_num_threads(args.threads)
 
-    from trainer.errors import UserError
     from trainer.export import load_model_file
     from trainer.predict import resolve_model_path
 
-    try:
-        checkpoint = resolve_model_path(args.checkpoint and str(args.checkpoint), args.runs_dir)
-        model, meta = load_model_file(checkpoint)
-    except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    checkpoint = resolve_model_path(args.checkpoint and str(args.checkpoint), args.runs_dir)
+    model, meta = load_model_file(checkpoint)
     mean, std = float(meta["mean"][0]), float(meta["std"][0])
 
-    try:
-        items = build_benchmark(args.data_root, args.out, args.n, args.seed)
-        clean = clean_accuracy(args.data_root, items, model, mean, std)
-    except FileNotFoundError as exc:
-        raise SystemExit(str(exc)) from None
+    items = build_benchmark(args.data_root, args.out, args.n, args.seed)
+    clean = clean_accuracy(args.data_root, items, model, mean, std)
     results = evaluate(items, model, mean, std)
 
     print(f"Photo-like benchmark: n={len(items)}, seed={args.seed}, checkpoint={checkpoint}\n")
@@ -315,4 +310,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry(main)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from benchmarks.common import data_root, entry, fmt, machine, parser, report_results, table, verdict
+from benchmarks.common import data_root, entry, fmt, machine, parse, parser, report_results, table, verdict
 from trainer.photos import classify_cuts, cut_all, default_folder, read_manifest, summarise
 from trainer.predict import Classifier, resolve_model_path
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--checkpoint", nargs="+", help="model.pt files to measure (default: the newest runs/*/model.pt)")
     p.add_argument("--photos", type=Path, help="folder with MANIFEST.tsv (default: realphotos beside FashionMNIST/)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     photos = args.photos or default_folder(data_root())
     rows = read_manifest(photos, QUICK_PER_GROUP if args.quick else None)
     checkpoints = [resolve_model_path(path) for path in args.checkpoint or [None]]

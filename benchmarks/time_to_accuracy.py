@@ -13,9 +13,9 @@
 Test time is left out of both training clocks. 84% is the tutorial's one-epoch level.
 
 DIR/time_to_accuracy.json:
-  machine            dict: cpu, cores, torch_threads, cuda, python, torch (benchmarks.common.machine)
+  machine            dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (benchmarks.common.machine)
   quick              bool
-  trainer            {"config": str,
+  trainer            {"config": str, "seeds": [int],
                       "runs": [{"seed": int, "curve": [[seconds, test accuracy], ...] (10 an epoch),
                                 "seconds_to_84": float | null, "seconds_to_90": float | null (null: not reached),
                                 "test_accuracy": float, "train_seconds": float (from metrics.json, less the
@@ -26,7 +26,9 @@ DIR/time_to_accuracy.json:
   tutorial           {"seed": int, "epochs": int, "train_images": int, "curve": [[seconds, test accuracy], ...],
                       "seconds_to_84": float | null, "seconds_to_90": float | null, "test_accuracy": float}
   speedup_to_84      float | null: the tutorial's seconds to 84% over the trainer's (target >= 10)
-  targets_met        {"speedup_to_84": bool | null, "seconds_to_90": bool, "test_accuracy": bool}
+  targets_met        {"speedup_to_84": bool | null, "seconds_to_90": bool (<= 45 s),
+                      "test_accuracy": bool (median >= 90.8%; train_seconds is information: issue #14's rule for
+                                             it, at most 2x the previous default's, is measured by alternated runs)}
                      (null where the tutorial never reached 84%)
 DIR/time_to_accuracy.png: test accuracy against seconds of training, both recipes on one chart.
 """
@@ -44,7 +46,8 @@ from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
 from benchmarks.common import (
-    QUICK_CONFIG, ROOT, data_root, entry, fmt, machine, new_figure, parser, report_results, save_figure, table, verdict,
+    QUICK_CONFIG, ROOT, at_least, data_root, entry, fmt, machine, new_figure, parse, parser, report_results, save_figure,
+    table, verdict,
 )
 from benchmarks.timed_run import measure
 from trainer.config import DEFAULT_CONFIG
@@ -52,7 +55,7 @@ from trainer.model import LeNet5
 
 THRESHOLDS = {"seconds_to_84": 0.84, "seconds_to_90": 0.90}
 TARGET_SPEEDUP, TARGET_SECONDS_TO_90 = 10, 45
-TARGET_ACCURACY, TARGET_TRAIN_SECONDS = 0.91, 90
+TARGET_ACCURACY = 0.908  # issue #14: the median of seeds 0, 1, 2; training time is judged apart, against the old default
 TUTORIAL_TEST_EVERY = 2000  # mini-batches
 TESTS_PER_EPOCH = 10
 
@@ -167,15 +170,16 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
          verdict(met["seconds_to_90"])],
         [f"final test accuracy over seeds {trainer['seeds']}",
          f"{accuracy['median']:.2%} (min {accuracy['min']:.2%}, max {accuracy['max']:.2%}) in {trainer['train_seconds']:.0f} s",
-         f">= {TARGET_ACCURACY:.1%} within {TARGET_TRAIN_SECONDS} s", verdict(met["test_accuracy"])],
+         f">= {TARGET_ACCURACY:.1%} (median)", verdict(met["test_accuracy"])],
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--seeds", type=int, nargs="+", help="trainer seeds (default 0 1 2; with --quick 0)")
-    p.add_argument("--tutorial-epochs", type=int, default=2, help="epochs of the tutorial's recipe (default 2; --quick: 1)")
-    args = p.parse_args(argv)
+    p.add_argument("--tutorial-epochs", type=at_least(1), default=2,
+                   help="epochs of the tutorial's recipe (default 2; --quick: 1)")
+    args = parse(p, argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     config = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
     runs = trainer_runs(config, seeds, 600 if args.quick else 3600)
@@ -203,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     report["targets_met"] = {
         "speedup_to_84": None if not both else report["speedup_to_84"] >= TARGET_SPEEDUP,
         "seconds_to_90": trainer["seconds_to_90"] is not None and trainer["seconds_to_90"] <= TARGET_SECONDS_TO_90,
-        "test_accuracy": trainer["test_accuracy"]["median"] >= TARGET_ACCURACY
-        and trainer["train_seconds"] <= TARGET_TRAIN_SECONDS,
+        "test_accuracy": trainer["test_accuracy"]["median"] >= TARGET_ACCURACY,
     }
     plot(report, args.out / "time_to_accuracy.png")
     details = table(

@@ -12,7 +12,8 @@ epoch's iterations, leaving out the benchmark's own work:
   which the machine's drift over minutes cannot come between.
 One process per run keeps runs independent.
 
-CLOCK.json: {"exit_code": int, "peak_rss_mb": float (VmHWM of this process),
+CLOCK.json, written only when the trainer succeeds:
+            {"peak_rss_mb": float (VmHWM of this process),
              "run_seconds": float (trainer.main.main's wall time: data, training, final tests, end views, export;
                                    with the benchmark's own work left out),
              "benchmark_seconds": float (the benchmark's tests and limit epochs: metrics.json's train_seconds
@@ -157,7 +158,7 @@ def measure(
     clock = workdir / "clock.json"
     workdir.mkdir(parents=True, exist_ok=True)
     args = ["-m", "benchmarks.timed_run", str(clock), str(tests_per_epoch), str(int(limit)), "--config", str(config),
-            f"output.root={workdir}", "run.name=run"]
+            f"output.root={workdir}", "run.name=run", "data.download=false"]  # missing data: the trainer's sentence, at once
     run_python([*args, *overrides], timeout)
     return json.loads(clock.read_text()), json.loads((workdir / "run" / "metrics.json").read_text())
 
@@ -170,8 +171,9 @@ def main() -> int:
     instrument(clock, int(sys.argv[2]), sys.argv[3] == "1")
     started = time.perf_counter()
     code = trainer_main.main(sys.argv[4:])
+    if code:  # the trainer has said why on stderr, which the parent reports; there is no run to clock
+        return code
     report = {
-        "exit_code": code,
         "peak_rss_mb": peak_rss_mb(),
         "run_seconds": time.perf_counter() - started - clock["benchmark_seconds"],
         "benchmark_seconds": clock["benchmark_seconds"],

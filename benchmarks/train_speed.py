@@ -13,7 +13,7 @@ validation, weight averaging, checkpoints and TensorBoard writes; loop_images_pe
 loop alone. A whole run (run_seconds) adds loading the data, the start and end views, the final tests and the export.
 
 DIR/train_speed.json:
-  machine           dict: cpu, cores, torch_threads, cuda, python, torch (benchmarks.common.machine)
+  machine           dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (benchmarks.common.machine)
   quick             bool
   epochs            int: epochs per trainer run, the first a warm-up
   repeats           int
@@ -28,7 +28,7 @@ DIR/train_speed.json:
                                                               with importing their modules; null without them),
                        "peak_rss_mb": float | null (the largest of the runs; null for the limit, which runs inside
                                                     them with its own model but the same data)}}
-  trainer_vs_limit        float: median of tensorboard_on's vs_limit (target >= 0.90)
+  trainer_vs_limit        float: median of tensorboard_on's vs_limit (target >= 0.85, augmentations on)
   tensorboard_off_vs_limit float: the same for tensorboard_off
   tensorboard_time_ratio  float: trainer_vs_limit with the views off over that with them on: their cost per epoch
   tensorboard_run_ratio   float: median whole-run time, tensorboard_on over tensorboard_off (separate runs: drift)
@@ -45,11 +45,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import entry, fmt, machine, new_figure, parser, report_results, save_figure, table, verdict
+from benchmarks.common import (
+    at_least, entry, fmt, machine, new_figure, parse, parser, report_results, save_figure, table, verdict,
+)
 from benchmarks.timed_run import measure
 from trainer.config import DEFAULT_CONFIG, load_config
 
-TARGET_VS_LIMIT, TARGET_TB_RATIO = 0.90, 1.05
+TARGET_VS_LIMIT, TARGET_TB_RATIO = 0.85, 1.05  # issue #14: 0.85 with the photo-robust augmentations on
 LABELS = {
     "tensorboard_on": "trainer, TensorBoard on",
     "tensorboard_off": "trainer, TensorBoard off",
@@ -145,14 +147,12 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     default = load_config(DEFAULT_CONFIG).train
-    p.add_argument("--epochs", type=int, help=f"epochs per trainer run, the first a warm-up (default {default.max_epochs}, "
-                   "a whole default run; with --quick 2)")
-    p.add_argument("--repeats", type=int, help="measurements of each kind, in alternating order (default 3; --quick 1)")
-    args = p.parse_args(argv)
-    epochs = args.epochs or (2 if args.quick else default.max_epochs)
-    repeats = args.repeats or (1 if args.quick else 3)
-    if epochs < 2 or repeats < 1:
-        p.error("--epochs must be at least 2 (one warm-up epoch and one measured) and --repeats at least 1")
+    p.add_argument("--epochs", type=at_least(2), help=f"epochs per trainer run, at least 2: the first a warm-up "
+                   f"(default {default.max_epochs}, a whole default run; with --quick 2)")
+    p.add_argument("--repeats", type=at_least(1), help="measurements of each kind, in alternating order (default 3; --quick 1)")
+    args = parse(p, argv)
+    epochs = args.epochs if args.epochs is not None else 2 if args.quick else default.max_epochs
+    repeats = args.repeats if args.repeats is not None else 1 if args.quick else 3
     timeout = 600 if args.quick else 3600
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:
         runs, images = measure_all(epochs, repeats, Path(tmp), timeout)

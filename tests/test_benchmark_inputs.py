@@ -1,0 +1,81 @@
+"""A user's mistake given to a benchmark command ends at once in one `error:` sentence and exit code 2, not a traceback
+after minutes of measuring."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import BenchmarkError, run_python
+from tests.helpers import DATA_ROOT, NO_NETWORK, ROOT
+
+
+def run_benchmark(name: str, *args: str, data: Path = DATA_ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FASHION_MNIST_ROOT": str(data), **NO_NETWORK}  # a stray download stays on this machine
+    command = [sys.executable, "-m", f"benchmarks.{name}", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name, args", [
+    ("train_speed", ["--quick"]),
+    ("time_to_accuracy", ["--quick"]),
+    ("demo_latency", ["--quick"]),
+    ("real_photos", ["--quick"]),
+    ("explain_methods", ["--checkpoint", "model.pt"]),
+    ("all", ["--quick"]),
+    ("photo_like", []),
+])
+def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path, name, args):
+    out = tmp_path / "results"
+    out.write_text("not a folder")
+    result = run_benchmark(name, "--out", str(out), *args, data=tmp_path / "no-data")
+    assert result.stderr.strip().splitlines() == [f"error: --out {out} cannot be used as the output folder: File exists"]
+    assert result.returncode == 2 and result.stdout == "" and out.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("name", ["train_speed", "time_to_accuracy"])
+def test_missing_data_is_the_trainers_sentence_without_a_download(tmp_path, name):
+    result = run_benchmark(name, "--quick", "--out", str(tmp_path / "out"), data=tmp_path / "empty")
+    line = last_line(result)
+    assert line.startswith("error: `python -m benchmarks.timed_run` stopped: Fashion-MNIST file ") and "is missing" in line
+    assert "FASHION_MNIST_ROOT" in line and "could not be downloaded" not in result.stderr
+    assert not (tmp_path / "empty" / "FashionMNIST").exists(), "nothing was downloaded there"
+
+
+@pytest.mark.parametrize("name, args, wrong", [
+    ("train_speed", ["--epochs", "0"], "argument --epochs: 0 is too small: it must be at least 2"),
+    ("train_speed", ["--epochs", "1"], "argument --epochs: 1 is too small: it must be at least 2"),
+    ("train_speed", ["--repeats", "0"], "argument --repeats: 0 is too small: it must be at least 1"),
+    ("train_speed", ["--epochs", "two"], "argument --epochs: 'two' is not a whole number"),
+    ("time_to_accuracy", ["--tutorial-epochs", "0"], "argument --tutorial-epochs: 0 is too small: it must be at least 1"),
+    ("photo_like", ["--n", "5"], "argument --n: 5 is too small: it must be at least 10"),
+    ("photo_like", ["--threads", "0"], "argument --threads: 0 is too small: it must be at least 1"),
+])
+def test_bad_numbers_are_refused_when_parsing(tmp_path, name, args, wrong):
+    result = run_benchmark(name, "--out", str(tmp_path / "out"), *args)
+    assert last_line(result).endswith(f"error: {wrong}")
+    assert not (tmp_path / "out").exists(), "refused before --out was made"
+
+
+def test_explaining_a_folder_without_photos_is_one_sentence(tmp_path):
+    (tmp_path / "photos" / "Shirt").mkdir(parents=True)
+    result = run_benchmark("explain_methods", "--out", str(tmp_path / "out"), "--photos", str(tmp_path / "photos"),
+                           "--checkpoint", "model.pt")
+    assert last_line(result) == (f"error: {tmp_path / 'photos'} has no photo to explain: it needs class folders of "
+                                 "JPEG photos (*.jpg) of garments")
+
+
+def test_a_child_that_crashes_or_hangs_is_one_sentence_with_its_output_kept():
+    with pytest.raises(BenchmarkError, match=r"^`python -c raise SystemExit\('boom'\)` failed with exit code 1; ") as crashed:
+        run_python(["-c", "raise SystemExit('boom')"], timeout=60)
+    assert crashed.value.output.strip() == "boom"
+    with pytest.raises(BenchmarkError, match=r"^`python -c import time; time.sleep\(30\)` did not finish within 1 s"):
+        run_python(["-c", "import time; time.sleep(30)"], timeout=1)
