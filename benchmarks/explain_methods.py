@@ -1,5 +1,5 @@
 """`python -m benchmarks.explain_methods --out DIR --checkpoint A.pt [--checkpoint B.pt] [--photos DIR]`: the
-attribution methods of trainer.explain compared on real photos, to choose the demo's.
+attribution methods of trainer.attribution compared on real photos, to choose the demo's.
 
 For each model and each method, on the tiles of real photos (10 per folder of the photo set, default
 $FASHION_MNIST_ROOT/realphotos), explaining the model's top class:

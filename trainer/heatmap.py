@@ -1,4 +1,4 @@
-"""Drawing a signed attribution map (trainer.explain) over a picture: for the demo, TensorBoard and the docs.
+"""Drawing a signed attribution map (trainer.attribution) over a picture: for the demo, TensorBoard and the docs.
 
 Kept apart from the attribution itself so that drawing needs only NumPy and Pillow, not Captum.
 """
