@@ -45,16 +45,11 @@ def parser(doc: str) -> argparse.ArgumentParser:
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """The arguments, with --out made a folder now: an unusable one fails before minutes of measuring, not after."""
     args = p.parse_args(argv)
-    out_folder(args.out)
-    return args
-
-
-def out_folder(path: Path) -> None:
-    """Make the output folder, or say in one sentence why it cannot be one (a file there, no permission)."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {path} cannot be used as the output folder: {exc.strerror or exc}") from None
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file there, no permission
+        raise UserError(f"--out {args.out} cannot be used as the output folder: {exc.strerror or exc}") from None
+    return args
 
 
 def at_least(minimum: int) -> Callable[[str], int]:

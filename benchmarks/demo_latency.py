@@ -34,11 +34,12 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 # the benchmark talks to 127.0.0.1 only: a gradio_client Client reports to huggingface.co unless both its
-# analytics_enabled (tests.servers.open_client) and this variable say no, and huggingface_hub reads its own at import
+# analytics_enabled (tests.servers.demo_client) and this variable say no, and huggingface_hub reads its own at import
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
@@ -51,7 +52,7 @@ from benchmarks.common import (  # noqa: E402
     save_figure, table, verdict,
 )
 from benchmarks.photo_like import build_benchmark  # noqa: E402
-from tests.servers import demo_server, open_client  # noqa: E402
+from tests.servers import demo_client, demo_server  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.explain import explain_file  # noqa: E402
 from trainer.predict import Classifier, resolve_model_path  # noqa: E402
@@ -96,12 +97,10 @@ def over_http(
     url: str, images: list[Path], clients: int, per_client: int, downloads: Path, ssl_verify: bool = False
 ) -> dict[str, Any]:
     """Each of `clients` threads, with its own gradio_client.Client, sends `per_client` photos one after another."""
-    connections = [open_client(url, download_files=str(downloads), ssl_verify=ssl_verify) for _ in range(clients)]
-    try:
+    with ExitStack() as closing:
+        connections = [closing.enter_context(demo_client(url, download_files=str(downloads), ssl_verify=ssl_verify))
+                       for _ in range(clients)]
         return timed_requests(connections, url, images, per_client)
-    finally:
-        for client in connections:
-            client.close()
 
 
 def timed_requests(connections: list[Client], url: str, images: list[Path], per_client: int) -> dict[str, Any]:

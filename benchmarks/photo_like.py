@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from benchmarks.common import at_least, data_root, entry, out_folder
+from benchmarks.common import at_least, data_root, entry, parse
 from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess
 
 GENERATOR_VERSION = 1
@@ -275,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads (latency is measured per image)")
-    args = parser.parse_args(argv)
-    out_folder(args.out)
+    args = parse(parser, argv)
     torch.set_num_threads(args.threads)
 
     from trainer.export import load_model_file

@@ -3,6 +3,7 @@
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,17 @@ def read_pipe_until(pipe: IO, text: str, timeout: float) -> str:
                 break
             seen += chunk
     return seen.decode(errors="replace")
+
+
+def ctrl_c_after(process: subprocess.Popen, text: str, timeout: float = 300) -> tuple[str, str]:
+    """Ctrl-C for `process` once its stderr shows `text`, as a user presses it: (its stderr until then, the rest of
+    it). The process is killed on the way out if it has not ended, whatever happened."""
+    with killed_on_leaving(process):
+        seen = read_pipe_until(process.stderr, text, timeout)
+        assert text in seen, seen[-3000:]
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=120)
+    return seen, rest
 
 
 def write_idx(folder: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:

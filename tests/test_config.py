@@ -136,4 +136,4 @@ def test_command_refuses_a_photo_manifest_it_could_not_read_before_training(tmp_
     (photos / "MANIFEST.tsv").write_text(manifest)
     result = run_trainer(f"output.root={tmp_path}", f"data.photos={photos}", "data.measure_photos=true")
     assert_refused(result, message)
-    assert not (tmp_path / "quick").exists() and "Epoch 1" not in result.stderr, "refused before any training"
+    assert [p.name for p in tmp_path.iterdir()] == ["photos"] and "Epoch 1" not in result.stderr, "refused before any run"

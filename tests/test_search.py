@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import optuna
 import pytest
 from tensorboard.plugins.hparams import metadata
 
-from tests.helpers import ROOT, accumulate, killed_on_leaving, read_pipe_until, run_trainer, write_idx
+from tests.helpers import ROOT, accumulate, ctrl_c_after, killed_on_leaving, run_trainer, write_idx
 from trainer import search
 from trainer.config import load_config
 
@@ -142,11 +141,7 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(tiny):
 def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
     command = search_command(tiny, "--study", "stopped", "--trials", "3", "train.max_epochs=40")
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    with killed_on_leaving(process):
-        seen = read_pipe_until(process.stderr, "Epoch 1/40", timeout=300)
-        assert "Epoch 1/40" in seen, seen[-3000:]
-        process.send_signal(signal.SIGINT)
-        out, rest = process.communicate(timeout=120)
+    seen, rest = ctrl_c_after(process, "Epoch 1/40")
     assert process.returncode == 130, (seen + rest)[-3000:]
     assert "the same command continues it" in rest
     [trial] = load_study(tiny, "stopped").trials

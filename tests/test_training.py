@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from omegaconf import OmegaConf
 
-from tests.helpers import DATA_ROOT, ROOT, killed_on_leaving, read_metrics, read_pipe_until, run_trainer, write_idx
+from tests.helpers import DATA_ROOT, ROOT, ctrl_c_after, read_metrics, run_trainer, write_idx
 from trainer.config import load_config
 from trainer.data import CLASS_NAMES, InMemoryLoader, load_splits
 from trainer.engines import FusedEMAHandler, create_lr_scheduler, create_optimizer, create_trainer
@@ -169,11 +169,7 @@ def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
     command = [sys.executable, "-m", "trainer.main", "--config", str(ROOT / "configs/quick.yaml"), "run.name=cut"]
     env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT)}
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    with killed_on_leaving(process):
-        seen = read_pipe_until(process.stderr, "Epoch 1/2", timeout=300)
-        assert "Epoch 1/2" in seen, seen[-3000:]
-        process.send_signal(signal.SIGINT)
-        _, rest = process.communicate(timeout=120)
+    seen, rest = ctrl_c_after(process, "Epoch 1/2")
     seen += rest
     assert process.returncode == 130, seen[-3000:]
     resume = re.search(r"Resume with: python -m trainer.main (.*)", seen)
