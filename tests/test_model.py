@@ -26,7 +26,12 @@ def test_lenet5_dropout_drops_the_fully_connected_inputs_only_while_training():
     torch.manual_seed(0)
     model = build_model("lenet5", dropout=0.5).train()
     x = torch.randn(4, 1, 28, 28)
+    inputs = {"fc1": [], "fc2": [], "fc3": []}
+    for name, seen in inputs.items():
+        getattr(model, name).register_forward_hook(lambda m, i, o, seen=seen: seen.append(i[0]))
     assert not torch.equal(model(x), model(x))
+    assert torch.equal(*inputs["fc1"])  # the convolutions' maps are never dropped
+    assert not torch.equal(*inputs["fc2"]) and not torch.equal(*inputs["fc3"])
     plain = build_model("lenet5")  # the tutorial's layers: dropout adds no weights
     plain.load_state_dict(model.state_dict())
     assert torch.equal(model.eval()(x), plain.eval()(x))
@@ -85,14 +90,20 @@ def test_padding_the_first_convolution_keeps_the_image_s_edges(padding, side):
 
 
 def test_batch_norm_normalises_each_convolution_before_its_relu():
-    """In training mode every channel after conv + batch norm has mean 0 over the batch, whatever the input's scale."""
+    """In training mode every channel after conv + batch norm has mean 0 over the batch, whatever the input's scale,
+    and the ReLU and pooling come after it."""
     model = build_model("lenet5", conv1=8, conv2=16, batch_norm=True).train()
     seen = []
     model.bn1.register_forward_hook(lambda m, i, o: seen.append(o))
     model.bn2.register_forward_hook(lambda m, i, o: seen.append(o))
-    model(100 * torch.randn(32, 1, 28, 28) + 7)
+    x = 100 * torch.randn(32, 1, 28, 28) + 7
+    features = model.features(x)
+    assert len(seen) == 2
     for out in seen:
         assert out.mean((0, 2, 3)).abs().max() < 1e-4 and (out.std((0, 2, 3)) - 1).abs().max() < 0.05
+    relu, pool = torch.nn.functional.relu, model.pool
+    maps = pool(relu(model.bn2(model.conv2(pool(relu(model.bn1(model.conv1(x))))))))
+    assert torch.allclose(features, relu(model.fc2(relu(model.fc1(maps.flatten(1))))), atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,12 @@ def test_per_epoch_scalars_and_learning_rate(events):
     tags = events.Tags()["scalars"]
     for tag in ("training/loss", "validation/loss", "validation/accuracy"):
         assert [e.step for e in events.Scalars(tag)] == list(range(1, EPOCHS + 1)), tag
-    lr = events.Scalars("lr/group_0")
-    assert len(lr) == EPOCHS * EPOCH_LENGTH // EVERY and lr[-1].value < lr[0].value + 0.1
+    lr = [e.value for e in events.Scalars("lr/group_0")]
+    assert len(lr) == EPOCHS * EPOCH_LENGTH // EVERY
+    # one cycle (configs/quick.yaml: train.lr 0.1, half an epoch of warm-up): up, then down towards 0
+    peak = lr.index(max(lr))
+    assert lr[0] < 0.6 * lr[peak] and 0.08 < lr[peak] <= 0.1 and lr[-1] < 0.05 * lr[peak], lr
+    assert lr[:peak + 1] == sorted(lr[:peak + 1]) and lr[peak:] == sorted(lr[peak:], reverse=True), lr
     assert {"hparams/val_accuracy", "hparams/test_accuracy"} <= set(tags)
 
 
@@ -151,5 +155,6 @@ def test_each_view_switches_off(tmp_path):
     run_dir = tmp_path / "lean"
     events = accumulate(run_dir)
     assert not events.Tags()["graph"] and not events.Tags()["images"]
+    assert not [tag for tag in events.Tags()["tensors"] if tag.startswith("pr_curve/")]
     assert not (run_dir / "projector_config.pbtxt").exists()
     assert "validation/accuracy" in events.Tags()["scalars"] and (run_dir / "model.pt").is_file()
