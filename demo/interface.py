@@ -112,9 +112,12 @@ def verdict(prediction: Prediction) -> str:
 
 def model_card(classifier: Classifier) -> str:
     meta = classifier.meta
+    views = meta.get("test_accuracy_views")  # model.pt files older than it: the single-view figure only
+    as_read = f", {views:.2%} with its mirror image, as this demo reads it" if views is not None else ""
     return (
         f"**Model card** · run `{meta.get('run_name', '?')}` · {meta['arch']} · "
-        f"test accuracy **{meta.get('test_accuracy', 0):.2%}** on the 10,000 Fashion-MNIST test images · "
+        f"test accuracy **{meta.get('test_accuracy', 0):.2%}** on the 10,000 Fashion-MNIST test images (each image "
+        f"alone{as_read}) · "
         f"best epoch {meta.get('epoch', '?')} · classes: {', '.join(classifier.class_names)}.\n\n"
         "Photos are brought to Fashion-MNIST's form first: the garment is separated from its background, "
         "cropped, centred, made light on black and shrunk to 28x28 pixels, as shown on the right.\n\n"
@@ -158,7 +161,7 @@ def build_app(classifier: Classifier) -> gr.Blocks:
         add_explanation(classifier, image, label)
         if examples:
             gr.Examples(examples, inputs=image, outputs=[label, seen], fn=predict, run_on_click=True, cache_examples=False)
-        gr.Markdown(model_card(classifier))
+        gr.Markdown(model_card(classifier), elem_id="model-card")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 

@@ -113,6 +113,9 @@ def test_real_browser_upload_shows_the_prediction(demo_url, trained_run, test_im
         expected = Classifier(demo_checkpoint).classify_file(path)
         in_words = f"{expected.top(1)[0][0]}, {expected.top(1)[0][1]:.0%} sure." if expected.sure else "Not sure."
         page.locator("#verdict").get_by_text(in_words).wait_for(timeout=30_000)  # the answer in words, below the bars
+        card = page.locator("#model-card").inner_text()
+        meta = Classifier(demo_checkpoint).meta  # the card shows the test accuracy alone and as the demo reads the images
+        assert f"{meta['test_accuracy']:.2%}" in card and f"{meta['test_accuracy_views']:.2%} with its mirror image" in card, card
         page.wait_for_timeout(500)
         page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         browser.close()

@@ -20,6 +20,7 @@ from trainer.config import load_config
 from trainer.data import CLASS_NAMES, InMemoryLoader, load_splits
 from trainer.engines import FusedEMAHandler, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.model import build_model
+from trainer.views import averaged_logits
 
 
 def test_short_real_run_reaches_80_percent(trained_run):
@@ -72,7 +73,9 @@ def test_model_file_is_plain_and_reproduces_the_test_accuracy(trained_run, data_
     x, y = load_splits(data_root, 5000, seed=0).test
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
+        as_read = (averaged_logits(model, x).argmax(1) == y).float().mean().item()  # with the mirror image, as the demo
     assert abs(accuracy - read_metrics(trained_run)["test_accuracy"]) < 1e-4
+    assert abs(as_read - payload["test_accuracy_views"]) < 1e-4
 
 
 def test_model_file_holds_the_best_epochs_moving_average(trained_run):

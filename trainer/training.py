@@ -313,6 +313,7 @@ def finish_run(
             "run_name": cfg.run.name,
             "val_accuracy": metrics["val_accuracy"],
             "test_accuracy": metrics["test_accuracy"],
+            "test_accuracy_views": calibration["test_accuracy_views"],  # each test image with its mirror, as the demo reads it
             "epoch": best_epoch,
             "temperature": calibration["temperature"],
             "photo_temperature": calibration["photo_temperature"],
