@@ -131,7 +131,7 @@ def report_one(report: dict[str, Any], records: list[dict[str, Any]], out: Path)
           ", ".join(f"{name} {count}" for name, count in list(c["answers"].items())[:3])]
          for group, c in report["per_class"].items()]
         + [["**macro**", report["n"], f"**{report['macro_top1']:.2f}**", f"**{report['macro_top3']:.2f}**",
-            f"{report['sure']['share']:.2f}", f"{refused} refused"]],
+            f"{report['sure']['share']:.2f} of all", f"{refused} refused"]],  # the share of all photos, as the issue asks
     )
     report_results(out, "real_photos", report, details, summary_rows(report))
 

@@ -47,7 +47,8 @@ def explain(
     class_name = class_name or prediction.top(1)[0][0]
     tile = normalise_tile(prediction.seen, classifier.mean, classifier.std)
     target = classifier.class_names.index(class_name)
-    # the classifier averages its logits over the tile's views (Classifier.logits): so do the maps
+    # the maps of the tile's own views (both sizes, mirrored), averaged: for a photo the classifier also averages thinned
+    # and tighter views, which the maps leave out for time; they are as faithful to its answer (docs/explanations.md)
     heat = attribute_views(classifier.model, tile, target, classifier.background, method, prediction.sizes)
     return Explanation(class_name, heat.numpy(), prediction, image)
 
