@@ -33,7 +33,7 @@ def run_trainer(
     module: str = "trainer.main",
 ):
     """`python -m trainer.main` as a user runs it, from the project root unless `cwd` says otherwise; `module` names a
-    test's wrapper of it instead (`tests.failing_rank`, `tests.distributed_teardown`)."""
+    test's wrapper of it instead (`tests.failing_rank`, `tests.distributed_teardown`, `tests.signalled`)."""
     command = [sys.executable, "-m", module, "--config", config, *overrides]
     full_env = {**os.environ, "FASHION_MNIST_ROOT": str(DATA_ROOT), **(env or {})}
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

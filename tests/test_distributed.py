@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from tests.helpers import pr_curve_counts, read_metrics, run_trainer
 from trainer.data import CLASS_NAMES
 
@@ -25,6 +27,19 @@ def test_two_gloo_processes_train_one_model_like_one_process(tmp_path):
     assert two_metrics["epochs_run"] == one_metrics["epochs_run"] == 2
     assert abs(two_metrics["test_accuracy"] - one_metrics["test_accuracy"]) <= 0.02, (two_metrics, one_metrics)
     assert two_metrics["test_accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize(
+    "at, times, says",
+    [("setup", 1, "Stopped at iteration 1;"), ("5", 2, "error: stopped by the user before a checkpoint could be written")],
+    ids=["once-during-the-set-up", "twice-while-training"],
+)
+def test_ctrl_c_stops_a_two_process_run_whenever_it_comes(tmp_path, at, times, says):
+    """Once during the set-up, which each process used to spend deaf to it, the run still stops at its first
+    iteration with a checkpoint; twice, at once, and says so with 130, not the success a spawned process reported."""
+    result = run_trainer(f"output.root={tmp_path}", "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT,
+                         module="tests.signalled", env={"SIGNAL_AT": at, "SIGNAL_TIMES": str(times)}, timeout=180)
+    assert result.returncode == 130 and says in result.stderr, result.stderr[-3000:]
 
 
 def test_a_failing_rank_ends_the_whole_run(tmp_path):

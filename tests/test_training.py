@@ -190,6 +190,22 @@ def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
     assert projector.count("embeddings {") == 2, "the resumed run lists both embeddings, each once"
 
 
+def test_a_stop_on_the_last_iteration_of_an_epoch_validates_that_epoch_first(trained_run, tmp_path):
+    """Ctrl-C landing on the quick run's very last iteration: the epoch is validated and kept as the best before the
+    stop, so the resumed run, with nothing left to train, exports what the straight run exports."""
+    last = 2 * (55_000 // 128)
+    stopped = run_trainer(f"output.root={tmp_path}", "run.name=edge", module="tests.signalled", env={"SIGNAL_AT": str(last)})
+    assert stopped.returncode == 130 and f"Stopped at iteration {last}" in stopped.stderr, stopped.stderr[-3000:]
+    assert "Epoch 2/2" in stopped.stderr, "the last epoch's validation ran before the stop"
+    [checkpoint] = (tmp_path / "edge" / "checkpoints").glob("last_checkpoint_*.pt")
+    resumed = run_trainer(f"resume={checkpoint}", config=str(tmp_path / "edge" / "config.yaml"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    edge, straight = read_metrics(tmp_path / "edge"), read_metrics(trained_run)
+    assert edge["best_epoch"] == straight["best_epoch"] and edge["epochs_run"] == 2
+    for key in ("test_accuracy", "val_accuracy", "test_loss", "val_loss"):
+        assert abs(edge[key] - straight[key]) < 1e-4, (key, edge[key], straight[key])
+
+
 @pytest.mark.parametrize("config", ["configs/strong.yaml", "configs/lenet32.yaml"])
 def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_path, config):
     """configs/strong.yaml and configs/lenet32.yaml end to end, on a tiny stand-in for Fashion-MNIST so it takes seconds

@@ -40,6 +40,8 @@ from trainer.photos import MANIFEST, classify_all, default_folder, read_manifest
 from trainer.predict import Classifier
 from trainer.safe_io import atomic_write_json, safe_torch_load
 
+STOPPED_AT_ONCE = "stopped by the user before a checkpoint could be written"
+
 
 def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoader, InMemoryLoader]:
     splits = load_splits(cfg.data.root, cfg.data.val_size, cfg.seed, cfg.data.download)
@@ -155,6 +157,8 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
     if idist.get_world_size() > 1:  # processes on one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     logger = setup_logger("trainer", level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
+    stop = GracefulStop()
+    stop.install()  # before the set-up, which a spawned process would otherwise spend deaf to Ctrl-C (`launch`)
     resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
     if resume_from is not None:
         check_same_schedule(cfg, resume_from)
@@ -197,8 +201,6 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
 
             views = TensorBoardViews(cfg, run_dir, model, tested, loss_fn, splits, CLASS_NAMES)
             views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
-        stop = GracefulStop()
-        stop.install()
         stop.attach(trainer)
         if extend is not None:
             extend(trainer, evaluator)
@@ -267,6 +269,9 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except KeyboardInterrupt:  # a second Ctrl-C; in a spawned process torch would report it as a success
+        print(f"error: {STOPPED_AT_ONCE}", file=sys.stderr, flush=True)
+        code = 130
     except OSError as exc:  # the disk filled up or the run directory became unwritable while training
         where = exc.filename or Path(cfg.output.root) / cfg.run.name
         print(f"error: cannot write {where}: {exc.strerror or exc}; checkpoints already written are intact", file=sys.stderr, flush=True)
@@ -382,6 +387,6 @@ def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
         print(f"error: a training process failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: stopped by the user before a checkpoint could be written", file=sys.stderr)
+        print(f"error: {STOPPED_AT_ONCE}", file=sys.stderr)
         return 130
     return 0

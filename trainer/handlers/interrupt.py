@@ -9,10 +9,15 @@ from ignite.engine import Engine, Events
 
 
 class GracefulStop:
-    """The first signal asks the trainer to stop after its current iteration; a second one stops at once."""
+    """The first signal asks the trainer to stop after its current iteration; a second one stops at once.
+
+    An iteration that ends an epoch is followed by that epoch's own handlers (validation, best checkpoint, early
+    stopping, pruning) before the stop: a run resumed from there takes the epoch as done, so they could not run later.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.at_epoch_end = False
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -25,13 +30,20 @@ class GracefulStop:
 
     def attach(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self._check)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._stop_after_epoch)
 
     def _check(self, engine: Engine) -> None:
         requested = self.signum is not None
         if idist.get_world_size() > 1:  # all ranks must stop at the same iteration, or DDP would wait forever
             signum = idist.all_reduce(torch.tensor(self.signum or 0), op="MAX").item()
             self.signum, requested = signum or None, signum > 0
-        if requested:  # a requested stop ends the run as finished, not as failed: no exception, no COMPLETED handlers
+        if requested and engine.state.iteration % engine.state.epoch_length == 0:
+            self.at_epoch_end = True  # decided on every rank alike, from the reduced signal
+        elif requested:  # a requested stop ends the run as finished, not as failed: no exception, no COMPLETED handlers
+            engine.terminate(skip_completed=True)
+
+    def _stop_after_epoch(self, engine: Engine) -> None:
+        if self.at_epoch_end:
             engine.terminate(skip_completed=True)
 
     @property
