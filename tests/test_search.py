@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,9 @@ def test_running_the_same_command_again_continues_the_study(study, tiny):
     result = run_search(tiny, "--study", "tiny", "--trials", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Trial 4 of study tiny" in result.stdout and (folder / "trial-4" / "trial.json").is_file()
-    assert len(load_study(tiny, "tiny").trials) == 5
+    trials = load_study(tiny, "tiny").trials
+    assert len(trials) == 5
+    assert trials[4].params not in [t.params for t in trials[:4]], "a continued seeded study draws new values"
 
 
 def test_two_workers_share_one_sqlite_study_without_losing_or_doubling_a_trial(tiny):
@@ -161,6 +164,7 @@ def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
         ("space:\n  train.lr: {type: float, low: -1.0, high: 0.1}\n", [], "train.lr must be positive"),
         ("space:\n  train.max_epochs: {type: float, low: 1.5, high: 3.0}\n", [], "train.max_epochs=1.5 is refused"),
         ("space: {}\n", [], "needs a non-empty 'space' mapping"),
+        ("space:\n  model.kwargs.conv9: {type: int, low: 1, high: 2}\n", [], "model.kwargs.conv9=1 is refused by the trainer"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study storage"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "nosuchdb://user:secret@host/db"], "cannot open the study storage nosuchdb://user:***@host/db"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--trials", "0"], "--trials must be at least 1"),
@@ -173,6 +177,26 @@ def test_bad_input_is_one_sentence_and_exit_2_before_any_training(tiny, tmp_path
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err, err
     assert "secret" not in err
     assert not list(tmp_path.glob("runs/*/trial-*"))
+
+
+def test_a_stop_while_a_finished_trial_is_recorded_ends_the_study_after_recording_it(tiny, tmp_path, monkeypatch):
+    """Ctrl-C in the moment between a trial's end and its record: the trial is told first, then the study stops."""
+    record = search.conclude
+
+    def interrupted_conclude(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        record(*args, **kwargs)
+
+    monkeypatch.setattr(search, "conclude", interrupted_conclude)
+    handlers = {sig: signal.getsignal(sig) for sig in search.STOP_SIGNALS}
+    try:
+        code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", "race",
+                            "--trials", "2", f"output.root={tmp_path}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    [trial] = optuna.load_study(study_name="race", storage=f"sqlite:///{tmp_path / 'race' / 'study.db'}").trials
+    assert code == 130 and trial.state.name in ("COMPLETE", "PRUNED"), (code, trial.state)
 
 
 def test_a_missing_space_file_is_refused(tiny, tmp_path, capsys):

@@ -44,6 +44,7 @@ DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search" / 
 DEFAULT_TRIALS = 20  # when neither --trials nor --timeout is given
 SQLITE_WAIT_S = 60  # how long a worker waits for another's write lock on an SQLite study before giving up
 METRIC = "hparams/val_accuracy"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # what stops a study: Ctrl-C and a polite kill
 
 
 class SearchError(UserError):
@@ -96,8 +97,9 @@ def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec) -
         with exclusive(lock):
             study = optuna.create_study(
                 storage=optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs),
-                study_name=name, sampler=spec.sampler, pruner=spec.pruner, direction="maximize", load_if_exists=True,
+                study_name=name, sampler=spec.sampler(0), pruner=spec.pruner, direction="maximize", load_if_exists=True,
             )
+            study.sampler = spec.sampler(len(study.trials))  # a study continued: its own trials move the seed on
     except Exception as exc:  # SQLAlchemy and the database drivers raise many types; all mean the same to a user
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SearchError(f"cannot open the study storage {hide_password(storage)}: {message}") from None
@@ -139,15 +141,27 @@ def raise_stopped(signum: int, frame: Any) -> None:
 
 
 def install_stop_handlers() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, raise_stopped)
 
 
-def take_back_signals() -> int | None:
-    """Put the study's stop handlers back after a trial; return a signal that the trial's GracefulStop caught once
-    its trainer had stopped (during the final test and export), which nothing has acted on yet."""
+class HeldStop:
+    """A stop signal held while a finished trial is recorded, so that the record is never cut short (`run_trial`)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signum
+
+
+def take_back_signals(held: HeldStop) -> int | None:
+    """Take the stop signals back from a trial's GracefulStop, into `held` until the trial is recorded; return a
+    signal that the GracefulStop caught once its trainer had stopped (during the final test and export), which
+    nothing has acted on yet."""
     caught = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
-    install_stop_handlers()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, held)
     return caught.signum if isinstance(caught, GracefulStop) else None
 
 
@@ -180,6 +194,16 @@ def run_trials(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, 
 def run_trial(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, folder: Path) -> int:
     """Ask for a trial, train it as an ordinary run, tell the study how it ended; returns 0 to go on, else the
     exit code that ends the study."""
+    held = HeldStop()
+    try:
+        return train_and_record(args, study, spec, folder, held)
+    finally:
+        install_stop_handlers()
+        if held.signum:  # it came while the trial was recorded: the study stops now, the trial told
+            raise Stopped(held.signum)
+
+
+def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, folder: Path, held: HeldStop) -> int:
     trial = study.ask(spec.distributions)
     run_dir, cfg, pruning = folder / f"trial-{trial.number}", None, PruneByTerminating(trial)
     if run_dir.exists():
@@ -194,7 +218,7 @@ def run_trial(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, f
         try:
             code = training(0, cfg, extend=pruning.attach)
         finally:
-            late = take_back_signals()
+            late = take_back_signals(held)
     except TrainingDiverged as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"diverged: {exc}")
         print(f"Trial {trial.number} failed, the study goes on: {exc}", flush=True)

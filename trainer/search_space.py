@@ -21,6 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from trainer.config import load_config, read_yaml
 from trainer.errors import UserError
+from trainer.model import build_model
 
 PRUNERS = {
     "median": optuna.pruners.MedianPruner,
@@ -43,8 +44,17 @@ class SearchSpaceError(UserError):
 @dataclass
 class SearchSpec:
     distributions: dict[str, BaseDistribution]
-    sampler: optuna.samplers.TPESampler
+    sampler_args: dict[str, Any]
     pruner: optuna.pruners.BasePruner
+
+    def sampler(self, trials: int) -> optuna.samplers.TPESampler:
+        """TPE with the file's arguments for a study that already has `trials` trials: a seed moves on by that many,
+        so that a continued study draws new values rather than its first ones again, and the same commands still
+        repeat the same study."""
+        args = dict(self.sampler_args)
+        if args.get("seed") is not None:
+            args["seed"] += trials
+        return optuna.samplers.TPESampler(**args)
 
 
 def load_spec(path: str | Path, config: str | Path, overrides: list[str]) -> SearchSpec:
@@ -62,7 +72,9 @@ def load_spec(path: str | Path, config: str | Path, overrides: list[str]) -> Sea
     for key, entry in space.items():
         distributions[key] = parse_distribution(path, key, entry)
         check_key(path, key, distributions[key], base, config, overrides)
-    return SearchSpec(distributions, build_sampler(path, spec.get("sampler") or {}), build_pruner(path, spec.get("pruner") or {}))
+    sampler_args = spec.get("sampler") or {}
+    check_sampler(path, sampler_args)
+    return SearchSpec(distributions, sampler_args, build_pruner(path, spec.get("pruner") or {}))
 
 
 def read_mapping(path: Path) -> dict:
@@ -104,7 +116,9 @@ def check_key(
             raise SearchSpaceError(f"search space {path}: {key} is a section of the config, not a key: search one of its keys")
     for value in corner_values(distribution):
         try:
-            load_config(config, [*overrides, as_override(key, value)])
+            cfg = load_config(config, [*overrides, as_override(key, value)])
+            if key.startswith("model.kwargs."):  # no schema checks these: the network itself must take them
+                build_model(cfg.model.name, **cfg.model.kwargs)
         except UserError as exc:
             raise SearchSpaceError(f"search space {path}: {key}={value!r} is refused by the trainer: {exc}") from None
 
@@ -120,11 +134,12 @@ def as_override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
-def build_sampler(path: Path, kwargs: Any) -> optuna.samplers.TPESampler:
+def check_sampler(path: Path, kwargs: Any) -> None:
+    """Refused now if TPESampler would refuse it when the study opens."""
     if not isinstance(kwargs, dict):
         raise SearchSpaceError(f"search space {path}: sampler must be a mapping of TPESampler arguments such as {{seed: 0}}")
     try:
-        return optuna.samplers.TPESampler(**kwargs)
+        optuna.samplers.TPESampler(**kwargs)
     except (TypeError, ValueError) as exc:
         raise SearchSpaceError(f"search space {path}: the sampler's arguments are refused by TPESampler ({first_line(exc)})") from None
 
