@@ -387,6 +387,23 @@ def test_alpha_cutouts_dark_and_light(mode):
         assert_fashion_mnist_like(to_fashion_mnist(out))
 
 
+@pytest.mark.parametrize("mode, key, side", [("RGB", (0, 0, 0), 200), ("RGB", (0, 0, 0), 1000), ("L", 0, 1000)])
+def test_a_colour_keyed_png_is_cut_out_as_its_alpha_version(mode, key, side):
+    """A PNG whose background is transparent by a colour key (tRNS) rather than an alpha channel, small and large
+    (decoded reduced): the keyed colour is transparency, composited as the same picture with alpha would be."""
+    img = Image.new(mode, (side, side), key)
+    ImageDraw.Draw(img).rectangle([side // 4, side // 5, 3 * side // 4, 4 * side // 5], fill=(40, 40, 90) if mode == "RGB" else 50)
+    keyed, alpha = io.BytesIO(), io.BytesIO()
+    img.save(keyed, "PNG", transparency=key)
+    with_alpha = img.convert("RGBA")
+    with_alpha.putalpha(Image.eval(img.convert("L"), lambda v: 0 if v == 0 else 255))
+    with_alpha.save(alpha, "PNG")
+    out, reference = open_image(keyed.getvalue(), max_side=DECODE_SIDE), open_image(alpha.getvalue(), max_side=DECODE_SIDE)
+    assert np.asarray(out)[2, 2].tolist() == [255] * 3, "the keyed background becomes white under a dark garment"
+    assert np.array_equal(np.asarray(out), np.asarray(reference))
+    assert_fashion_mnist_like(to_fashion_mnist(out))
+
+
 def test_animated_gif_uses_first_frame():
     out = open_image(animated_gif())
     a = np.asarray(out)

@@ -121,6 +121,8 @@ def _reduce(img: Image.Image, factor: int) -> Image.Image:
     """
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    elif img.mode in ("L", "RGB") and "transparency" in img.info:  # a colour key: its alpha, before it is averaged away
+        img = img.convert("RGBA")
     elif img.mode.startswith("I;16"):
         img = img.convert("I")
     elif img.mode == "1":
@@ -163,7 +165,7 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None) -> Image.Image:
     colour that keeps it background: black under a light cut-out, white under a dark one.
     """
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:  # a PNG's colour key (tRNS) is transparency too
         return img
     if mode.startswith("I") or mode == "F":
         a = np.asarray(img).astype(np.float64)
