@@ -61,6 +61,18 @@ def test_the_loader_augments_a_resumed_epoch_exactly_as_an_uninterrupted_one():
     assert all(torch.equal(a, b) for a, b in zip(whole[5:], resumed)) and len(resumed) == 3
 
 
+def test_no_two_batches_share_their_draws_however_many_an_epoch_has():
+    """One image, 1,100 batches of it an epoch (more than the seeds' old stride of 1,009): every batch of two epochs
+    gets its own draws, so the end of one epoch does not repeat the start of the next."""
+    images, labels = bar_images(1).expand(1100, -1, -1, -1), torch.zeros(1100, dtype=torch.long)
+    loader = InMemoryLoader(images, labels, 1, shuffle=False, seed=0, drop_last=True, augment=augment_with(rotate=30))
+    drawn = []
+    for epoch in (3, 4):
+        loader.set_epoch(epoch)
+        drawn += [x.numpy().tobytes() for x, _ in loader]
+    assert len(set(drawn)) == len(drawn) == 2200
+
+
 def test_tone_brightens_and_flattens_the_chosen_garments_only_and_keeps_the_background_black():
     """A photo's garment is brighter and flatter than a product shot's: a gamma below 1 lifts the mid-greys, a
     contrast above 1 pushes the light ones to white; images not chosen (`p`) keep their grey levels exactly."""

@@ -224,7 +224,9 @@ class InMemoryLoader:
                 images = shift_batch(images, self.max_shift, *shifts[b].tolist())
             labels = self.labels[idx[rows]]
             if self.augment is not None:  # its own generator per batch: the same draws after a resume in mid-epoch
-                seed = ((self.seed * 100_003 + self.epoch) * 1_009 + b) * 64 + self.rank
+                # strides as wide as the batches and the processes, so no two batches share draws (at least 1,009
+                # and 64: the seeds every run so far was trained with)
+                seed = ((self.seed * 100_003 + self.epoch) * max(1_009, self.num_batches) + b) * max(64, self.world_size) + self.rank
                 images = self.augment(images, labels, torch.Generator().manual_seed(seed))
             yield images, labels
         self.start_batch = 0
