@@ -48,7 +48,7 @@ class AugmentConfig:
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     aspect: list[float] = field(default_factory=lambda: [1.0, 1.0])
     shear: float = 0.0
-    translate: float = 0.0
+    translate: float = 0.0  # the largest shift, in half-tiles as grid_sample counts (0.1: up to 1.4 pixels)
     gamma: list[float] = field(default_factory=lambda: [1.0, 1.0])  # the warped images' grey levels to this power (below 1: brighter)
     contrast: list[float] = field(default_factory=lambda: [1.0, 1.0])  # and times this, clipped at white (flatter light parts)
     texture: float = 0.0
