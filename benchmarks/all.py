@@ -10,7 +10,9 @@ from pathlib import Path
 from types import ModuleType
 
 from benchmarks import demo_latency, time_to_accuracy, train_speed
-from benchmarks.common import SUMMARY_HEADERS, describe_machine, entry, parse, parser, table
+from benchmarks.common import ROOT, SUMMARY_HEADERS, describe_machine, entry, parse, parser, table
+from trainer.errors import UserError
+from trainer.predict import MODEL_ENV, resolve_model_path
 
 BENCHMARKS: dict[str, ModuleType] = {
     "train_speed": train_speed, "time_to_accuracy": time_to_accuracy, "demo_latency": demo_latency,
@@ -34,6 +36,10 @@ def write_summary(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(parser(__doc__), argv)
+    if not args.quick:  # demo_latency, the last, serves a trained model: missing, it is said now, not after the others
+        model = resolve_model_path(None, ROOT / "runs")
+        if not model.is_file():
+            raise UserError(f"{MODEL_ENV}={model} is not a model file: point it at a run's model.pt, or unset it")
     for module in BENCHMARKS.values():
         module.main(["--out", str(args.out), *(["--quick"] if args.quick else [])])
     print(f"\n{write_summary(args.out)}\nwrote {args.out / 'summary.md'}")

@@ -38,7 +38,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     """The options every command has: --out for its files and --quick for the CI-sized run."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="folder for the JSON results and the PNG plots")
-    p.add_argument("--quick", action="store_true", help="a small version that finishes in under a minute (for CI)")
+    p.add_argument("--quick", action="store_true", help="a small version for CI: minutes, not hours")
     return p
 
 

@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from benchmarks.common import at_least, data_root, entry, parse
+from trainer.errors import UserError
 from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess
 
 GENERATOR_VERSION = 1
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--threads", type=at_least(1), default=1, help="torch CPU threads (latency is measured per image)")
     args = parse(parser, argv)
+    if args.json and not args.json.parent.is_dir():  # said now, not after the images are made and classified twice
+        raise UserError(f"--json {args.json}: its folder {args.json.parent} does not exist")
     torch.set_num_threads(args.threads)
 
     from trainer.export import load_model_file

@@ -79,3 +79,16 @@ def test_a_child_that_crashes_or_hangs_is_one_sentence_with_its_output_kept():
     assert crashed.value.output.strip() == "boom"
     with pytest.raises(BenchmarkError, match=r"^`python -c import time; time.sleep\(30\)` did not finish within 1 s"):
         run_python(["-c", "import time; time.sleep(30)"], timeout=1)
+
+
+def test_all_without_a_trained_model_says_so_before_the_other_benchmarks(tmp_path, monkeypatch):
+    """The demo's benchmark comes last and serves a trained model: missing, the whole run stops before the first."""
+    monkeypatch.setenv("FASHION_MNIST_MODEL", str(tmp_path / "none" / "model.pt"))
+    result = run_benchmark("all", "--out", str(tmp_path / "out"), timeout=60)
+    assert last_line(result) == f"error: FASHION_MNIST_MODEL={tmp_path / 'none' / 'model.pt'} is not a model file: point it at a run's model.pt, or unset it"
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_photo_like_with_a_json_in_a_missing_folder_says_so_before_measuring(tmp_path):
+    result = run_benchmark("photo_like", "--out", str(tmp_path / "images"), "--json", str(tmp_path / "no" / "r.json"), data=tmp_path / "no-data")
+    assert last_line(result) == f"error: --json {tmp_path / 'no' / 'r.json'}: its folder {tmp_path / 'no'} does not exist"
