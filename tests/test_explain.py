@@ -15,6 +15,7 @@ from trainer.explain import explain
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
 from trainer.predict import Classifier
+from trainer.preprocess import normalise_tile
 from trainer.views import PHOTO_SIZES, TILE_SIZES, views
 
 BLACK = -MEAN / STD  # a black pixel, normalised: the background of every tile
@@ -171,6 +172,15 @@ def photo() -> Image.Image:
     pixels = np.full((300, 400, 3), 225, dtype=np.uint8)
     pixels[60:240, 220:330] = (40, 50, 70)
     return Image.fromarray(pixels)
+
+
+def test_the_black_around_a_photo_s_garment_gets_no_evidence(classifier):
+    """Blacking out black changes nothing: the demo's black must be the tiles' own to the last bit, or every patch of
+    background counts as garment and the evidence of the patches at its edge spreads onto it."""
+    seen = classifier.classify(photo()).seen
+    heat = attribute(classifier.model, normalise_tile(seen, classifier.mean, classifier.std)[None], 0, classifier.background)[0]
+    black = torch.from_numpy(seen == 0)
+    assert black.any() and (heat[black] == 0).all() and heat[~black].abs().sum() > 0
 
 
 def test_the_photos_map_is_drawn_on_the_part_of_the_photo_the_tile_shows(classifier):

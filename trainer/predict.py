@@ -52,7 +52,7 @@ class Classifier:
         self.path = Path(model_path)
         self.class_names: list[str] = list(self.meta["class_names"])
         self.mean, self.std = float(self.meta["mean"][0]), float(self.meta["std"][0])
-        self.background = (0.0 - self.mean) / self.std  # a black pixel, normalised
+        self.background = normalise_tile(np.zeros((1, 1), np.uint8), self.mean, self.std).item()  # black, as tiles have it
         self.temperature = float(self.meta.get("temperature", 1.0))  # model.pt files older than calibration: 1
         self.photo_temperature = float(self.meta.get("photo_temperature", self.temperature))
         self.remember = remember  # uploads whose decoded image and prediction `read_file` keeps

@@ -25,7 +25,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from trainer.checkpoint import continues_in
 from trainer.config import to_yaml
-from trainer.data import EVAL_BATCH_SIZE, MEAN, STD, Splits, denormalise
+from trainer.data import BLACK, EVAL_BATCH_SIZE, Splits, denormalise
 from trainer.handlers.figures import confusion_matrix_figure, explained_figure, image_grid_figure
 from trainer.handlers.projector import Projector
 
@@ -197,7 +197,7 @@ class TensorBoardViews:
         conf, pred = probs.max(1)
         worst = most_confident_mistakes(y, probs)
         tiles, targets = torch.cat([x[worst]] * 2).to(device), torch.cat([pred[worst], y[worst]]).to(device)
-        for_predicted, for_true = attribute(self.tested, tiles, targets, -MEAN / STD).cpu().chunk(2)
+        for_predicted, for_true = attribute(self.tested, tiles, targets, BLACK).cpu().chunk(2)
         titles = [
             (f"{self.class_names[pred[i]]}, {conf[i]:.0%}\n(label: {self.class_names[y[i]]})",
              f"for {self.class_names[pred[i]]}", f"for {self.class_names[y[i]]}")
