@@ -73,6 +73,15 @@ def test_no_two_batches_share_their_draws_however_many_an_epoch_has():
     assert len(set(drawn)) == len(drawn) == 2200
 
 
+def test_the_largest_seed_a_config_takes_draws_with_the_smallest_batches():
+    """seed=10**9 (config.MAX_SEED) with an epoch of 4,000 batches: the per-batch seeds wrap within 63 bits."""
+    images, labels = bar_images(1).expand(4000, -1, -1, -1), torch.zeros(4000, dtype=torch.long)
+    loader = InMemoryLoader(images, labels, 1, shuffle=True, seed=10**9, drop_last=True, augment=augment_with(rotate=30))
+    loader.set_epoch(50)
+    batches = iter(loader)
+    assert all(next(batches)[0].shape == (1, 1, 28, 28) for _ in range(3))
+
+
 def test_tone_brightens_and_flattens_the_chosen_garments_only_and_keeps_the_background_black():
     """A photo's garment is brighter and flatter than a product shot's: a gamma below 1 lifts the mid-greys, a
     contrast above 1 pushes the light ones to white; images not chosen (`p`) keep their grey levels exactly."""

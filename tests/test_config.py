@@ -34,6 +34,12 @@ def test_default_config_and_overrides(monkeypatch):
         (["seed=-1"], "seed must be between 0 and 1000000000"),
         (["seed=4000000000"], "seed must be between 0 and 1000000000"),
         (["justaword"], "must look like key.sub=value"),
+        (["train.lr=${nope}"], "bad value for config key 'train.lr': Interpolation key 'nope' not found"),
+        (["seed=${oc.env:NO_SUCH_VARIABLE}"], "bad value for config key 'seed'"),
+        (["model.kwargs=[1]"], "invalid config from the command line: a list given where a mapping belongs"),
+        (["train.momentum=1.0"], "train.momentum must be at least 0 and below 1"),
+        (["train.warmup_epochs=100"], "train.warmup_epochs=100.0 is longer than train.max_epochs=10"),
+        (["data.val_size=1", "dist.nproc_per_node=2"], "data.val_size=1 must be at least dist.nproc_per_node=2"),
     ],
 )
 def test_bad_overrides_are_refused(overrides, message):
@@ -60,6 +66,9 @@ def assert_refused(result, message: str) -> None:
         (["train.warmup_epochs=inf"], "train.warmup_epochs must be a finite number"),
         (["seed=-1"], "seed must be between 0 and 1000000000"),
         (["model.kwargs.conv1=0"], "conv1 must be a whole number of channels, at least 1 (got 0)"),
+        (["train.lr=${nope}"], "Interpolation key 'nope' not found"),
+        (["model.kwargs=[1]"], "a list given where a mapping belongs"),
+        (["model.kwargs.dropout=1.0"], "dropout must be a share of at least 0 and below 1 (got 1.0)"),
     ],
 )
 def test_command_refuses_bad_input(args, message, tmp_path):

@@ -45,7 +45,7 @@ def test_unknown_model_is_refused():
 @pytest.mark.parametrize(
     "kwargs",
     [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}, {"conv1_padding": 3}, {"conv1_padding": 2, "conv2_kernel": 14},
-     {"conv1": 0}, {"conv2": -1}, {"conv1": 2.5}],
+     {"conv1": 0}, {"conv2": -1}, {"conv1": 2.5}, {"dropout": 1.0}, {"dropout": True}, {"batch_norm": "false"}],
 )
 def test_kwargs_a_model_cannot_take_are_refused(kwargs):
     with pytest.raises(UnknownModelError, match="cannot be built from these model.kwargs"):

@@ -16,8 +16,10 @@ from omegaconf.errors import OmegaConfBaseException
 from trainer.errors import UserError
 
 FASHION_MNIST_TRAIN_SIZE = 60_000
-MAX_SEED = 10**9  # the loader derives per-batch generator seeds from it, which must stay within 64 bits
+MAX_SEED = 10**9  # a bound a user will not meet; the loader's per-batch seeds derived from it wrap at 63 bits
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+# OmegaConf raises a plain TypeError for a list where a mapping belongs (`model.kwargs=[1]`), and the reverse
+MERGE_ERRORS = (OmegaConfBaseException, TypeError, ValueError)
 
 
 class ConfigError(UserError):
@@ -144,8 +146,12 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
             raise ConfigError(f"override {item!r} must look like key.sub=value")
     try:
         cfg = OmegaConf.merge(from_files, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as exc:
+    except MERGE_ERRORS as exc:
         raise ConfigError(_describe(exc, "the command line")) from None
+    try:  # an ${interpolation}, from a file or the command line, is resolved and checked once, here
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_describe(exc, "an ${...} interpolation")) from None
     check_ranges(cfg)
     return cfg
 
@@ -172,7 +178,7 @@ def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
         under = read_config_file(base_path, inside)
     try:
         return OmegaConf.merge(under, from_file)
-    except OmegaConfBaseException as exc:
+    except MERGE_ERRORS as exc:
         raise ConfigError(_describe(exc, str(path))) from None
 
 
@@ -186,7 +192,7 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{what} {path} is not valid YAML ({type(exc).__name__})") from None
 
 
-def _describe(exc: OmegaConfBaseException, source: str) -> str:
+def _describe(exc: Exception, source: str) -> str:
     """One sentence for a failed merge, naming where the keys came from: a config file, or the command line."""
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     message = str(exc).strip().splitlines()[0]
@@ -194,7 +200,9 @@ def _describe(exc: OmegaConfBaseException, source: str) -> str:
         return f"unknown config key {key!r} (from {source})"
     if key:
         return f"bad value for config key {key!r}: {message}"
-    return f"invalid config: {message}"
+    if isinstance(exc, TypeError):  # OmegaConf names no key for these
+        return f"invalid config from {source}: a list given where a mapping belongs, or the reverse ({message})"
+    return f"invalid config from {source}: {message}"
 
 
 def check_ranges(cfg: DictConfig) -> None:
@@ -215,8 +223,15 @@ def check_ranges(cfg: DictConfig) -> None:
         )
     elif cfg.train.batch_size > FASHION_MNIST_TRAIN_SIZE - cfg.data.val_size:
         problems.append(f"train.batch_size={cfg.train.batch_size} is larger than the training set")
-    if cfg.train.momentum < 0 or cfg.train.weight_decay < 0 or cfg.train.warmup_epochs < 0:
-        problems.append("train.momentum, train.weight_decay and train.warmup_epochs must not be negative")
+    if cfg.train.weight_decay < 0 or cfg.train.warmup_epochs < 0:
+        problems.append("train.weight_decay and train.warmup_epochs must not be negative")
+    if not 0 <= cfg.train.momentum < 1:  # at 1 or more the velocity never decays and the steps grow without bound
+        problems.append(f"train.momentum must be at least 0 and below 1 (got {cfg.train.momentum})")
+    if cfg.train.warmup_epochs > cfg.train.max_epochs >= 1:  # as long as the run: a one-epoch smoke run, allowed
+        problems.append(
+            f"train.warmup_epochs={cfg.train.warmup_epochs} is longer than train.max_epochs={cfg.train.max_epochs}: "
+            "the learning rate would rise for the whole run and never decay"
+        )
     if not 0 <= cfg.train.label_smoothing < 1:
         problems.append(f"train.label_smoothing must be at least 0 and below 1 (got {cfg.train.label_smoothing})")
     if not 0 <= cfg.train.ema_decay < 1:
@@ -238,6 +253,8 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"device must be auto, cpu or cuda (got {cfg.device!r})")
     if cfg.dist.nproc_per_node < 1:
         problems.append(f"dist.nproc_per_node must be at least 1 (got {cfg.dist.nproc_per_node})")
+    elif cfg.data.val_size < cfg.dist.nproc_per_node:  # each process validates on its own share
+        problems.append(f"data.val_size={cfg.data.val_size} must be at least dist.nproc_per_node={cfg.dist.nproc_per_node}")
     if cfg.dist.backend not in (None, "gloo", "nccl"):
         problems.append(f"dist.backend must be gloo, nccl or null (got {cfg.dist.backend!r})")
     if cfg.resume is not None and not Path(cfg.resume).exists():  # found here, not seconds later after the imports

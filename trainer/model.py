@@ -30,6 +30,9 @@ class LeNet5(nn.Module):
     ) -> None:
         super().__init__()
         _check_channels(conv1=conv1, conv2=conv2)
+        _check_dropout(dropout)
+        if not isinstance(batch_norm, bool):  # "false" from a YAML string would switch it on
+            raise ValueError(f"batch_norm must be true or false (got {batch_norm!r})")
         if not 0 <= conv1_padding <= 2:
             raise ValueError(f"conv1_padding must be 0-2 (got {conv1_padding})")
         first_map = 12 + conv1_padding  # 28 + 2 x padding -> conv1 -> pool
@@ -68,6 +71,12 @@ def _check_channels(**counts: int) -> None:
             raise ValueError(f"{name} must be a whole number of channels, at least 1 (got {count!r})")
 
 
+def _check_dropout(dropout: float) -> None:
+    """A share below 1: at 1 (or `true`, which Python counts as 1) nothing reaches the next layer while training."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a share of at least 0 and below 1 (got {dropout!r})")
+
+
 def _optional(module: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
     return x if module is None else module(x)
 
@@ -78,6 +87,7 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.25) -> None:
         super().__init__()
         _check_channels(width=width)
+        _check_dropout(dropout)
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
