@@ -93,6 +93,10 @@ def test_resuming_into_a_new_name_leaves_the_first_run_untouched(stopped_run, tm
     assert checkpoint_names(other) == ["best", "last"], checkpoint_names(other)
     assert read_metrics(other)["epochs_run"] == 2 and (other / "model.pt").is_file()
     assert "train/images" in accumulate(other).Tags()["images"], "the new run has its start views"
+    third = run_trainer(f"output.root={tmp_path}", "run.name=third", f"resume={last_checkpoint(other)}",
+                        "data.val_size=54000", "tensorboard.embedding_samples=100")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "train/images" in accumulate(tmp_path / "third").Tags()["images"], "a finished run resumed anew has them too"
 
 
 def test_resuming_into_a_name_that_holds_another_run_is_refused(stopped_run, tmp_path):

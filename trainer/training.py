@@ -214,8 +214,10 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
             logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
         logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
         started = time.perf_counter()
-        if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):  # a finished run resumed only to export
+        if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):
             trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
+        elif views:  # a finished run resumed only to export: no STARTED event, yet a new run name wants its start views
+            views.log_start_views(trainer)
         train_seconds = time.perf_counter() - started
 
         if stop.requested:
