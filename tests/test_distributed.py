@@ -3,9 +3,13 @@
 import re
 
 import pytest
+import torch
 
-from tests.helpers import pr_curve_counts, read_metrics, run_trainer
+from tests.helpers import ROOT, pr_curve_counts, read_metrics, run_trainer
+from trainer.config import load_config
 from trainer.data import CLASS_NAMES
+from trainer.errors import UserError
+from trainer.training import launch_settings
 
 # 20,000 training images, 2 epochs of 156 global batches: long enough to compare, short enough for CI.
 SHORT = ["data.val_size=40000", "train.max_epochs=2", "tensorboard.embeddings=false", "tensorboard.graph=false"]
@@ -64,3 +68,16 @@ def test_nccl_without_gpus_is_refused_up_front(tmp_path):
     assert result.returncode == 2 and "needs CUDA GPUs" in result.stderr.strip().splitlines()[-1]
     result = run_trainer(f"output.root={tmp_path}", "dist.nproc_per_node=3", "train.batch_size=128")
     assert result.returncode == 2 and "must divide evenly among 3 processes" in result.stderr.strip().splitlines()[-1]
+
+
+def test_more_processes_than_gpus_are_refused_unless_they_train_on_the_cpu(monkeypatch):
+    """Ignite gives each process the GPU of its local rank whenever CUDA is there: two processes on one GPU would
+    crash in the second; said before anything starts (a GPU machine is mimicked: this one has none)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = load_config(ROOT / "configs" / "quick.yaml", ["dist.nproc_per_node=2"])
+    with pytest.raises(UserError, match="2 processes on this machine but 1 GPU"):
+        launch_settings(cfg)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # launch_settings hides the GPUs for device=cpu; restored after
+    cpu = load_config(ROOT / "configs" / "quick.yaml", ["dist.nproc_per_node=2", "device=cpu"])
+    assert launch_settings(cpu) == {"backend": "gloo", "nproc_per_node": 2}

@@ -365,6 +365,13 @@ def launch_settings(cfg: DictConfig) -> dict:
         backend = backend or ("nccl" if torch.cuda.device_count() >= max(nproc, 2) else "gloo")
     if backend == "nccl" and not torch.cuda.is_available():
         raise UserError("dist.backend=nccl needs CUDA GPUs and none is available: use dist.backend=gloo")
+    # Ignite gives each process the GPU of its local rank whenever CUDA is there, gloo or not: too few GPUs would crash
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if under_torchrun else nproc
+    if backend is not None and cfg.device != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() < local:
+        raise UserError(
+            f"{local} processes on this machine but {torch.cuda.device_count()} GPU(s), and each process takes a GPU of its "
+            "own: use device=cpu to train on the CPU, or one process per GPU"
+        )
     world = int(os.environ["WORLD_SIZE"]) if under_torchrun else nproc
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size={cfg.train.batch_size} (the global batch) must divide evenly among {world} processes")
