@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from captum.attr import Occlusion
 from PIL import Image
 
-from trainer.data import CLASS_NAMES, MEAN, STD
+from trainer.data import BLACK, CLASS_NAMES, MEAN, STD
 from trainer.attribution import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, method_for
 from trainer.explain import explain
 from trainer.export import save_model_file
@@ -18,8 +18,7 @@ from trainer.predict import Classifier
 from trainer.preprocess import normalise_tile
 from trainer.views import PHOTO_SIZES, TILE_SIZES, views
 
-BLACK = -MEAN / STD  # a black pixel, normalised: the background of every tile
-WHITE = (1 - MEAN) / STD
+WHITE = (1 - MEAN) / STD  # BLACK, the background of every tile, as trainer.data normalises it
 PATCH, DECOY = (slice(4, 12), slice(4, 12)), (slice(16, 24), slice(16, 24))  # rows, columns
 
 
