@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.helpers import write_idx
-from trainer.data import DataError, InMemoryLoader, check_raw_files, load_splits
+from trainer.data import BLACK, DataError, InMemoryLoader, check_raw_files, load_splits, normalise, shift_batch
 
 
 def test_real_split_sizes_and_determinism(data_root):
@@ -61,3 +61,10 @@ def test_loader_resumes_mid_epoch_with_the_same_batches():
     full = [y for _, y in loader]
     loader.set_epoch(4, start_batch=5)
     assert [y.tolist() for _, y in loader] == [y.tolist() for y in full[5:]]
+
+
+def test_a_shifted_batch_is_filled_with_the_black_of_a_normalised_tile():
+    tiles = normalise(torch.full((2, 4, 4), 200, dtype=torch.uint8))
+    shifted = shift_batch(tiles, 1, 1, 0)  # one pixel to the right, none down
+    assert torch.equal(shifted[:, :, :, 0], torch.full((2, 1, 4), BLACK)), "the column moved in is black, to the last bit"
+    assert torch.equal(shifted[:, :, :, 1:], tiles[:, :, :, :3])

@@ -240,5 +240,5 @@ class InMemoryLoader:
 
 def shift_batch(images: torch.Tensor, max_shift: int, dy: int, dx: int) -> torch.Tensor:
     """Move a whole batch by (dy, dx) - max_shift pixels, filling with black: cheap augmentation for bigger models."""
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-MEAN / STD)
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=BLACK)
     return padded[:, :, dy : dy + images.shape[2], dx : dx + images.shape[3]]
