@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from benchmarks.common import at_least, data_root, entry, parse
+from benchmarks.common import at_least, data_root, entry, parse, verdict
 from trainer.errors import UserError
 from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess
 
 GENERATOR_VERSION = 1
 NUM_CLASSES = 10
+TARGET_ACCURACY = 0.87  # the real-photo issue's rule: the demo's preprocessing keeps at least this on these images
 BACKGROUNDS = {  # name -> RGB; light, as phone and catalogue photos of garments are
     "white": (244, 243, 240),
     "off-white": (236, 232, 223),
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         print(f"| {name} | {100 * r['accuracy']:.1f}% | {r['median_ms']:.2f} | {r['p95_ms']:.2f} |")
     print(f"| (original 28x28 tiles) | {100 * clean:.1f}% | | |")
+    met = {"ours_accuracy": results["ours"]["accuracy"] >= TARGET_ACCURACY}
+    print(f"\ntarget: ours >= {TARGET_ACCURACY:.0%}: {verdict(met['ours_accuracy'])}")
     if args.json:
         report = {
             "n": len(items),
@@ -306,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": str(checkpoint),
             "clean_tiles_accuracy": clean,
             **results,
+            "targets_met": met,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -142,6 +142,23 @@ def test_real_photos(tmp_path, trained_run, data_root):
     check_plots(tmp_path, "real_photos_contact_sheet.png")
 
 
+def test_photo_like(tmp_path, trained_run, data_root):
+    env = {**os.environ, "FASHION_MNIST_ROOT": str(data_root)}
+    command = [sys.executable, "-m", "benchmarks.photo_like", "--out", str(tmp_path / "images"), "--n", "20",
+               "--checkpoint", str(trained_run / "model.pt"), "--json", str(tmp_path / "photo_like.json")]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = json.loads((tmp_path / "photo_like.json").read_text())
+    scores = {"accuracy": NUMBER, "refused": int, "median_ms": NUMBER, "p95_ms": NUMBER}
+    check_fields(report, {
+        "n": int, "seed": int, "generator_version": int, "checkpoint": str, "clean_tiles_accuracy": NUMBER,
+        "naive": scores, "ours": scores, "targets_met": {"ours_accuracy": bool},
+    })
+    assert report["n"] == 20 and len(list((tmp_path / "images").glob("*.jpg"))) == 20
+    assert report["targets_met"]["ours_accuracy"] == (report["ours"]["accuracy"] >= 0.87)
+    assert f"target: ours >= 87%: {'yes' if report['targets_met']['ours_accuracy'] else 'no'}" in result.stdout
+
+
 def test_real_photos_of_several_models_share_one_cut_out(tmp_path, trained_run):
     """Two checkpoints (the same weights in two run directories): each is reported in its own folder, as alone, and the
     summary gives the median and range of the figures the targets name, the targets judged on the median."""
