@@ -122,6 +122,8 @@ def test_command_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     garbage.write_bytes(b"this is not a checkpoint at all")
     result = run_trainer(f"output.root={tmp_path}", f"data.root={data}", "data.val_size=50", f"resume={garbage}")
     assert_refused(result, "is corrupt, truncated or not a PyTorch file")
+    result = run_trainer(f"output.root={tmp_path}", f"data.root={data}", "data.val_size=50", f"resume={ROOT / 'README.md'}")
+    assert_refused(result, "is corrupt, truncated or not a PyTorch file")
 
 
 def test_command_refuses_to_mix_two_runs_in_one_directory(tmp_path):

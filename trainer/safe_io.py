@@ -44,8 +44,10 @@ def safe_torch_load(path: Path, what: str) -> Any:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error:" in line]
-        reason = lines[0].split("WeightsUnpickler error:", 1)[1].split(". ")[0].strip() if lines else "not loadable safely"
+        after = str(exc).split("WeightsUnpickler error:", 1)[-1]
+        reason = next((line.strip() for line in after.splitlines() if line.strip()), "").split(". ")[0]
+        if reason.startswith("Unsupported operand"):  # bytes no pickle starts with: a text file, an image
+            raise FileRefused(f"{what} {path} is corrupt, truncated or not a PyTorch file") from None
         raise FileRefused(f"{what} {path} was refused: it holds objects other than plain tensors and data ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as exc:
         raise FileRefused(f"{what} {path} is corrupt, truncated or not a PyTorch file ({type(exc).__name__})") from None
