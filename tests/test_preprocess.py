@@ -304,6 +304,9 @@ def test_missing_file(tmp_path):
     with pytest.raises(ImageError) as exc:
         open_image(tmp_path / "nope.jpg")
     assert_user_message(exc, "does not exist")
+    with pytest.raises(ImageError) as exc:
+        open_image(tmp_path)
+    assert_user_message(exc, "is a folder, not an image file")
 
 
 @pytest.fixture(scope="module")

@@ -145,6 +145,8 @@ def _read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
         data = bytes(source)
     elif isinstance(source, (str, Path)):
         path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{path.name} is a folder, not an image file.")
         if not path.is_file():
             raise ImageError(f"The file {path.name} does not exist.")
         if path.stat().st_size > MAX_FILE_BYTES:
