@@ -1,7 +1,7 @@
 """`python -m benchmarks.explain_methods --out DIR --checkpoint A.pt [--checkpoint B.pt] [--photos DIR]`: the
 attribution methods of trainer.attribution compared on real photos, to choose the demo's.
 
-For each model and each method, on the tiles of real photos (10 per folder of the photo set, default
+For each model and each method, on the tiles of real photos (the first 10 of each class its manifest lists, default
 $FASHION_MNIST_ROOT/realphotos), explaining the model's top class:
 - cost: in-process milliseconds per map, over the views the demo explains a photo with (trainer.views), on one
   torch thread as the demo serves (median and p95 of the wall time, and the median of the process's CPU time, which a
@@ -9,7 +9,7 @@ $FASHION_MNIST_ROOT/realphotos), explaining the model's top class:
 - deletion: how far the class's logit falls when the 10% of the tile's pixels the map credits most are blacked
   out, against blacking out as many garment pixels at random (median over the photos): a map that points at what
   the model uses makes the logit fall further;
-- a contact sheet, DIR/explain_methods.png: for one photo per folder, the photo, its tile and every method's map.
+- a contact sheet, DIR/explain_methods.png: for one photo per class, the photo, its tile and every method's map.
 
 DIR/explain_methods.json:
   machine     dict (benchmarks.common.machine)
@@ -31,19 +31,20 @@ from benchmarks.common import data_root, entry, fmt, machine, parse, parser, rep
 from trainer.attribution import METHODS, attribute_views
 from trainer.errors import UserError
 from trainer.heatmap import overlay
+from trainer.photos import read_manifest
 from trainer.predict import DECODE_SIDE, Classifier
 from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
 from trainer.views import PHOTO_SIZES
 
-PER_FOLDER, QUICK_PER_FOLDER = 10, 2
+PER_GROUP, QUICK_PER_GROUP = 10, 2
 DELETED = 0.10  # share of the tile's pixels blacked out for the deletion score
 CELL = 112  # pixels per picture on the contact sheet
 SHORT = {"occlusion": "Occlusion", "integrated_gradients": "Int. Gradients", "gradient_shap": "GradientShap", "grad_cam": "Grad-CAM"}
 
 
-def real_photos(folder: Path, per_folder: int) -> list[Path]:
-    """The first `per_folder` photos (by name) of each class folder: the same photos on every run; none if no folder."""
-    return [p for sub in sorted(d for d in folder.glob("*") if d.is_dir()) for p in sorted(sub.glob("*.jpg"))[:per_folder]]
+def real_photos(folder: Path, per_group: int) -> list[Path]:
+    """The first `per_group` photos (by path) of each class the folder's manifest lists, as benchmarks.real_photos reads it."""
+    return [path for path, _ in read_manifest(folder, per_group)]
 
 
 def tiles_of(photos: list[Path]) -> list[tuple[Path, Image.Image, np.ndarray]]:
@@ -141,13 +142,13 @@ def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.I
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--checkpoint", action="append", required=True, help="a model.pt to compare on (repeat for more)")
-    p.add_argument("--photos", type=Path, default=Path(data_root()) / "realphotos", help="folder of class folders of JPEGs")
+    p.add_argument("--photos", type=Path, default=Path(data_root()) / "realphotos", help="folder of real photos with their MANIFEST.tsv (as benchmarks.real_photos takes)")
     args = parse(p, argv)
     torch.set_num_threads(1)  # as demo/app.py serves
     info = machine()
-    tiles = tiles_of(real_photos(args.photos, QUICK_PER_FOLDER if args.quick else PER_FOLDER))
+    tiles = tiles_of(real_photos(args.photos, QUICK_PER_GROUP if args.quick else PER_GROUP))
     if not tiles:  # the medians below have nothing to take
-        raise UserError(f"{args.photos} has no photo to explain: it needs class folders of JPEG photos (*.jpg) of garments")
+        raise UserError(f"{args.photos} has no photo to explain: its manifest lists no photo of a garment that can be read")
     classifiers = [Classifier(Path(c)) for c in args.checkpoint]
     models = {str(c.path): {"arch": c.meta["arch"], "methods": measure(c, tiles)} for c in classifiers}
     contact_sheet(classifiers, tiles_of(real_photos(args.photos, 1)), args.out / "explain_methods.png")

@@ -66,11 +66,15 @@ def test_bad_numbers_are_refused_when_parsing(tmp_path, name, args, wrong):
 
 
 def test_explaining_a_folder_without_photos_is_one_sentence(tmp_path):
-    (tmp_path / "photos" / "Shirt").mkdir(parents=True)
-    result = run_benchmark("explain_methods", "--out", str(tmp_path / "out"), "--photos", str(tmp_path / "photos"),
-                           "--checkpoint", "model.pt")
-    assert last_line(result) == (f"error: {tmp_path / 'photos'} has no photo to explain: it needs class folders of "
-                                 "JPEG photos (*.jpg) of garments")
+    photos = tmp_path / "photos"
+    (photos / "Shirt").mkdir(parents=True)
+    explain = ("explain_methods", "--out", str(tmp_path / "out"), "--photos", str(photos), "--checkpoint", "model.pt")
+    assert last_line(run_benchmark(*explain)) == (f"error: no MANIFEST.tsv in {photos}: point --photos at a folder "
+                                                  "of real photos with its manifest")
+    (photos / "Shirt" / "a.png").write_text("not a picture")
+    (photos / "MANIFEST.tsv").write_text("path\taccept\nShirt/a.png\tShirt\n")
+    assert last_line(run_benchmark(*explain)) == (f"error: {photos} has no photo to explain: its manifest lists no "
+                                                  "photo of a garment that can be read")
 
 
 def test_a_child_that_crashes_or_hangs_is_one_sentence_with_its_output_kept():

@@ -44,9 +44,9 @@ def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path
     if not listed or any(not row["path"] or not row["accept"] for row in listed):
         raise UserError(f"{manifest} must list at least one photo, each with a path and the classes it accepts")
     rows = [(folder / row["path"], row["accept"].split("|")) for row in listed]
-    if per_group:
+    if per_group:  # the first by path of each group: the same photos whatever the manifest's order
         taken: Counter = Counter()
-        rows = [row for row in rows if taken.update(["|".join(row[1])]) or taken["|".join(row[1])] <= per_group]
+        rows = [row for row in sorted(rows) if taken.update(["|".join(row[1])]) or taken["|".join(row[1])] <= per_group]
     return rows
 
 
