@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from benchmarks.common import at_least, data_root, entry, parse, verdict
+from trainer.data import CLASS_NAMES, check_raw_files, read_idx
 from trainer.errors import UserError
 from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess
 
@@ -177,14 +178,10 @@ def _clutter(rng: np.random.Generator, canvas: np.ndarray, box: tuple[int, int, 
 
 
 def load_test_set(root: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The Fashion-MNIST test images, labels and class names, read with torchvision (no download)."""
-    import torchvision
-
-    try:
-        ds = torchvision.datasets.FashionMNIST(root=root, train=False, download=False)
-    except RuntimeError:
-        raise FileNotFoundError(f"Fashion-MNIST was not found under {root} (expected {root}/FashionMNIST/raw/t10k-*-ubyte).") from None
-    return ds.data.numpy(), ds.targets.numpy(), list(ds.classes)
+    """The Fashion-MNIST test images, labels and class names, checked and read as the trainer reads them (no download)."""
+    check_raw_files(root)
+    images, labels = (read_idx(root, f"t10k-{kind}").numpy() for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+    return images, labels, list(CLASS_NAMES)
 
 
 def select_balanced(labels: np.ndarray, n: int) -> list[int]:
