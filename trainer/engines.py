@@ -22,6 +22,11 @@ class TrainingDiverged(UserError):
     """A loss that is no longer finite: the weights are lost, so the run stops without exporting them."""
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare network inside a DistributedDataParallel wrapper, if any: what checkpoints and views hold."""
+    return getattr(model, "module", model)
+
+
 def create_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "adamw":

@@ -31,7 +31,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import to_yaml
 from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, grey_image, load_splits
-from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer
+from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer, unwrap
 from trainer.errors import UserError
 from trainer.export import save_model_file
 from trainer.handlers.interrupt import GracefulStop
@@ -127,7 +127,7 @@ def load_best_weights(model: nn.Module, best: Checkpoint, key: str) -> int:
 
     A best checkpoint written before a resume that turned the moving average on has no `key` entry: its raw
     weights were what its run tested, so they are the ones taken."""
-    model = getattr(model, "module", model)  # checkpoints hold the bare network, without DDP's "module." prefix
+    model = unwrap(model)  # checkpoints hold the bare network, without DDP's "module." prefix
     state = model.state_dict()
     epoch = 0
     if idist.get_rank() == 0 and best.last_checkpoint is not None:
@@ -304,7 +304,7 @@ def finish_run(
         "epochs_run": trainer.state.epoch,
         "train_seconds": round(train_seconds, 2),
     }
-    bare = getattr(model, "module", model)
+    bare = unwrap(model)
     calibration = calibrate(bare, splits.val, splits.test, cfg.calibration.photo_factor)
     metrics["calibration"] = calibration
     save_model_file(

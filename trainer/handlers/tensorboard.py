@@ -26,6 +26,7 @@ from torch.utils.tensorboard.summary import hparams
 from trainer.checkpoint import continues_in
 from trainer.config import to_yaml
 from trainer.data import BLACK, EVAL_BATCH_SIZE, Splits, denormalise
+from trainer.engines import unwrap
 from trainer.handlers.figures import confusion_matrix_figure, explained_figure, image_grid_figure
 from trainer.handlers.projector import Projector
 
@@ -52,11 +53,6 @@ def most_confident_mistakes(y: torch.Tensor, probs: torch.Tensor, n: int = 16) -
     conf, pred = probs.max(1)
     wrong = (pred != y).nonzero().flatten()
     return wrong[conf[wrong].argsort(descending=True)[:n]]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside a DistributedDataParallel wrapper, if any."""
-    return getattr(model, "module", model)
 
 
 class TensorBoardViews:
