@@ -27,14 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 from optuna_integration import PyTorchIgnitePruningHandler
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 from trainer.config import DEFAULT_CONFIG, load_config
 from trainer.data import check_raw_files, ensure_downloaded
 from trainer.engines import TrainingDiverged
 from trainer.errors import UserError
 from trainer.handlers.interrupt import GracefulStop
-from trainer.handlers.tensorboard import HPARAM_KEYS
+from trainer.handlers.tensorboard import HPARAM_KEYS, write_hparams
 from trainer.safe_io import atomic_write_json, exclusive
 from trainer.search_report import write_report
 from trainer.search_space import SearchSpec, as_override, load_spec
@@ -271,20 +270,17 @@ def conclude(study: optuna.Study, trial: Trial, run_dir: Path, cfg: DictConfig |
         record |= {"val_accuracy": metrics["val_accuracy"], "epochs_run": metrics["epochs_run"]}
     atomic_write_json(record, run_dir / "trial.json")
     if cfg is not None and cfg.tensorboard.enabled:
-        write_hparams(run_dir, cfg, frozen, metrics["val_accuracy"] if metrics else None)
+        write_trial_hparams(run_dir, cfg, frozen, metrics["val_accuracy"] if metrics else None)
 
 
-def write_hparams(run_dir: Path, cfg: DictConfig, trial: FrozenTrial, val_accuracy: float | None) -> None:
+def write_trial_hparams(run_dir: Path, cfg: DictConfig, trial: FrozenTrial, val_accuracy: float | None) -> None:
     """The run's HParams as a plain run writes them, plus every searched key and the trial's state, so
     `tensorboard --logdir <study>` compares the trials; the same keys for every trial, as the HParams tab needs."""
     values = {key: OmegaConf.select(cfg, key) for key in HPARAM_KEYS} | trial.params
     values = {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
     values |= {"trial": trial.number, "trial_state": trial.state.name}
     with SummaryWriter(str(run_dir)) as writer:
-        for summary in hparams(values, {METRIC: val_accuracy}):  # only the metric's name goes into these
-            writer.file_writer.add_summary(summary)
-        if val_accuracy is not None:
-            writer.add_scalar(METRIC, val_accuracy)
+        write_hparams(writer, values, {METRIC: val_accuracy})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from ignite.handlers import EpochOutputStore, TensorboardLogger, global_step_fro
 from ignite.handlers.tensorboard_logger import GradsHistHandler, WeightsHistHandler
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from trainer.checkpoint import continues_in
@@ -46,6 +47,16 @@ def timed(method: Callable[..., T]) -> Callable[..., T]:
             self.seconds += time.perf_counter() - start
 
     return wrapper
+
+
+def write_hparams(writer: SummaryWriter, values: dict, metrics: dict[str, float | None]) -> None:
+    """HParams written into the run's own event file (not `add_hparams`' extra sub-run), for the HParams tab; a
+    metric without a value (a failed trial's) is named, so every run has the same columns, but has no point."""
+    for summary in hparams(values, metrics):  # only the metrics' names go into these
+        writer._get_file_writer().add_summary(summary)
+    for tag, value in metrics.items():
+        if value is not None:
+            writer.add_scalar(tag, value)
 
 
 def most_confident_mistakes(y: torch.Tensor, probs: torch.Tensor, n: int = 16) -> torch.Tensor:
@@ -203,14 +214,8 @@ class TensorBoardViews:
                                 "for the predicted class and for the true one (orange for, blue against)")
 
     def log_hparams(self, val_accuracy: float, test_accuracy: float) -> None:
-        """Written into this run's own event file (not `add_hparams`' extra sub-run), for the HParams tab."""
-        hparam_dict = {key: OmegaConf.select(self.cfg, key) for key in HPARAM_KEYS}
-        metric_dict = {"hparams/val_accuracy": val_accuracy, "hparams/test_accuracy": test_accuracy}
-        file_writer = self.writer._get_file_writer()
-        for summary in hparams(hparam_dict, metric_dict):
-            file_writer.add_summary(summary)
-        for tag, value in metric_dict.items():
-            self.writer.add_scalar(tag, value)
+        values = {key: OmegaConf.select(self.cfg, key) for key in HPARAM_KEYS}
+        write_hparams(self.writer, values, {"hparams/val_accuracy": val_accuracy, "hparams/test_accuracy": test_accuracy})
 
     @timed
     def log_calibration(self, metrics: dict) -> None:
