@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
+from benchmarks.real_photos import SHEET_LABEL_WIDTH, TILE_SCALE
 from tests.helpers import DATA_ROOT, ROOT, write_idx
 
 MACHINE = {
@@ -140,6 +143,13 @@ def test_real_photos(tmp_path, trained_run, data_root):
     low, high = report["macro_top1_interval"]
     assert low < report["macro_top1"] < high, "8 photos a class leave the figure uncertain both ways"
     check_plots(tmp_path, "real_photos_contact_sheet.png")
+    sheet = Image.open(tmp_path / "real_photos_contact_sheet.png").convert("RGB")
+    for g, group in enumerate(report["per_class"]):  # two rows a class, in its order: the first right in green, wrong in red
+        right = round(8 * report["per_class"][group]["top1"])
+        wrong = 8 - right - report["per_class"][group]["answers"].get("refused", 0)
+        for row, count, frame in ((2 * g, right, (34, 170, 34)), (2 * g + 1, wrong, (204, 34, 34))):
+            corner = sheet.getpixel((SHEET_LABEL_WIDTH, row * (28 * TILE_SCALE + 18)))
+            assert corner == (frame if count else (255, 255, 255)), f"{group}: row {row} of the contact sheet"
 
 
 def test_photo_like(tmp_path, trained_run, data_root):

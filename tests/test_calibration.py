@@ -1,6 +1,7 @@
 """Temperature scaling and the calibration error, on data whose answer is known."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -37,6 +38,8 @@ def test_expected_calibration_error_by_hand():
     confidence = np.array([0.9, 0.9, 0.3, 0.3])
     right = np.array([1, 0, 0, 0])
     assert expected_calibration_error(confidence, right) == 0.5 * 0.4 + 0.5 * 0.3
+    # 0.61 (right) and 0.69 (wrong) fall in two of the 15 bins; sharing one, as 10 bins would, they would give 0.15
+    assert expected_calibration_error(np.array([0.61, 0.69]), np.array([1, 0])) == pytest.approx(0.5 * 0.39 + 0.5 * 0.69)
 
 
 def test_averaged_logits_average_the_tile_and_its_mirror_image():

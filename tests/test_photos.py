@@ -1,6 +1,15 @@
-import numpy as np
+"""The real-photo measure: its manifest, and its figures on answers made by hand, known in advance."""
 
-from trainer.photos import macro_interval
+import numpy as np
+import pytest
+
+from benchmarks.real_photos import summary_over_models
+from trainer.data import CLASS_NAMES
+from trainer.errors import UserError
+from trainer.photos import classify_cuts, macro_interval, read_manifest, summarise
+from trainer.predict import Prediction
+
+FOOTWEAR = ["Sandal", "Sneaker", "Ankle boot"]
 
 
 def test_the_macro_interval_is_what_the_photos_sampling_allows():
@@ -13,3 +22,70 @@ def test_the_macro_interval_is_what_the_photos_sampling_allows():
     assert abs((high - low) / 2 - half) < 0.1 * half and abs((low + high) / 2 - p) < 0.005
     assert macro_interval(right, seed=1) != (low, high) and abs(macro_interval(right, seed=1)[0] - low) < 0.005
     assert macro_interval([np.ones(20, dtype=bool)] * 3) == (1.0, 1.0), "photos all right leave no doubt"
+
+
+def prediction(answer: str, p: float, second: str = "Bag") -> Prediction:
+    """The answer at probability p, `second` just below it (or at what is left), the rest shared out."""
+    q = min(p - 0.01, (1 - p) / 2)
+    probabilities = {name: (1 - p - q) / 8 for name in CLASS_NAMES} | {answer: p, second: q}
+    return Prediction(probabilities, np.zeros((28, 28), np.uint8), (0, 0, 1, 1), True, p >= 0.6)
+
+
+class Answers:
+    """A classifier whose answer to each photo is written in its cut-out."""
+
+    def classify_cut(self, cut: Prediction) -> Prediction:
+        return cut
+
+
+def cut(accept: list[str], answer: Prediction | None) -> dict:
+    return {"group": "|".join(accept), "accept": accept, "cut": answer, "refusal": None if answer else "refused", "ms": 1.0}
+
+
+def test_the_figures_of_answers_made_by_hand():
+    cuts = [
+        cut(["Shirt"], prediction("Shirt", 0.9)),  # right and sure
+        cut(["Shirt"], prediction("Coat", 0.7)),  # wrong and sure
+        cut(["Shirt"], None),  # refused: wrong, and not sure
+        cut(["Shirt"], prediction("Coat", 0.3, "Shirt")),  # wrong, right in the top 3
+        cut(FOOTWEAR, prediction("Ankle boot", 0.8)),  # any shoe is right for footwear
+        cut(FOOTWEAR, prediction("Sneaker", 0.5)),
+    ]
+    summary = summarise(classify_cuts(Answers(), cuts))
+    assert summary["per_class"]["Shirt"] | {"answers": None} == {"n": 4, "top1": 0.25, "top3": 0.5, "sure_share": 0.5, "answers": None}
+    assert summary["per_class"]["Sandal|Sneaker|Ankle boot"]["top1"] == 1.0
+    assert summary["macro_top1"] == pytest.approx((0.25 + 1.0) / 2) and summary["macro_top3"] == pytest.approx(0.75)
+    assert summary["sure"] == {"share": 3 / 6, "accuracy": pytest.approx(2 / 3)}, "the share of all photos, refused included"
+    assert summary["refused"] == {"refused": 1}
+    assert summary["confusion"]["Shirt"] == {"Coat": 2, "Shirt": 1, "refused": 1}
+    nothing = summarise(classify_cuts(Answers(), [cut(["Shirt"], None)]))
+    assert nothing["confidence"]["ece"] is None and nothing["cut_out_share"] is None, "no answer: no confidence to judge"
+
+
+def write_manifest(folder, lines: list[str], photos: list[str]) -> None:
+    for name in photos:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")
+    (folder / "MANIFEST.tsv").write_text("path\taccept\n" + "".join(f"{line}\n" for line in lines))
+
+
+def test_the_manifest_names_classes_and_photos_that_exist(tmp_path):
+    write_manifest(tmp_path, ["a.jpg\tSneaker|Sandal|Ankle boot", "b.jpg\tSandal|Sneaker|Ankle boot"], ["a.jpg", "b.jpg"])
+    assert {"|".join(accept) for _, accept in read_manifest(tmp_path)} == {"Sandal|Sneaker|Ankle boot"}, "one group, however spelt"
+    write_manifest(tmp_path, ["a.jpg\tTshirt"], ["a.jpg"])
+    with pytest.raises(UserError, match="accepts 'Tshirt', not a Fashion-MNIST class: use T-shirt/top, Trouser"):
+        read_manifest(tmp_path)
+    write_manifest(tmp_path, ["a.jpg\tShirt", "typo.jpg\tShirt"], ["a.jpg"])
+    with pytest.raises(UserError, match=f"lists 1 photo\\(s\\) that {tmp_path} does not hold, the first typo.jpg"):
+        read_manifest(tmp_path)
+
+
+def test_several_models_are_judged_on_their_median():
+    def report(top1: float, ece: float | None) -> dict:
+        return {"machine": {}, "quick": False, "photos": "p", "n": 990, "checkpoint": f"{top1}.pt", "macro_top1": top1,
+                "macro_top3": 0.9, "refused": {}, "confidence": {"ece": ece}, "sure": {"share": 0.6, "accuracy": 0.85}}
+
+    summary = summary_over_models([report(0.70, 0.05), report(0.60, None), report(0.64, 0.2)])
+    assert summary["macro_top1"] == {"median": 0.64, "min": 0.60, "max": 0.70, "met": False}
+    assert summary["ece"] == {"median": pytest.approx(0.125), "min": 0.05, "max": 0.2, "met": False}, "a model with no answers is left out"
+    assert summary["macro_top3"]["met"] and summary["refused"] == {"median": 0.0, "min": 0, "max": 0, "met": True}

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from trainer.calibration import expected_calibration_error
+from trainer.data import CLASS_NAMES
 from trainer.errors import UserError
 from trainer.predict import DECODE_SIDE, Classifier, Prediction
 from trainer.preprocess import ImageError, cut_out, open_image
@@ -43,7 +44,15 @@ def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path
         raise UserError(f"{manifest} needs the columns path and accept (tab-separated), found {sorted(columns)}")
     if not listed or any(not row["path"] or not row["accept"] for row in listed):
         raise UserError(f"{manifest} must list at least one photo, each with a path and the classes it accepts")
-    rows = [(folder / row["path"], row["accept"].split("|")) for row in listed]
+    accepted = [row["accept"].split("|") for row in listed]
+    unknown = sorted({name for accept in accepted for name in accept} - set(CLASS_NAMES))
+    if unknown:
+        raise UserError(f"{manifest} accepts {', '.join(map(repr, unknown))}, not a Fashion-MNIST class: use {', '.join(CLASS_NAMES)}")
+    # In the classes' own order, so that a group is one group however a line spells it ("Sneaker|Sandal|...").
+    rows = [(folder / row["path"], sorted(accept, key=CLASS_NAMES.index)) for row, accept in zip(listed, accepted)]
+    missing = [path for path, _ in rows if not path.is_file()]
+    if missing:
+        raise UserError(f"{manifest} lists {len(missing)} photo(s) that {folder} does not hold, the first {missing[0].relative_to(folder)}")
     if per_group:  # the first by path of each group: the same photos whatever the manifest's order
         taken: Counter = Counter()
         rows = [row for row in sorted(rows) if taken.update(["|".join(row[1])]) or taken["|".join(row[1])] <= per_group]
@@ -127,12 +136,12 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "macro_top1_interval": macro_interval(right_by_group),
         "macro_top3": float(np.mean([c["top3"] for c in per_class.values()])),
         "refused": dict(Counter(r["refusal"] for r in records if r["refusal"])),
-        "cut_out_share": float(np.mean([r["prediction"].segmented for r in answered])),
-        "confidence": {
-            "mean": float(confidence.mean()),
+        "cut_out_share": float(np.mean([r["prediction"].segmented for r in answered])) if answered else None,
+        "confidence": {  # over the photos answered: with none, there is no confidence to judge
+            "mean": float(confidence.mean()) if answered else None,
             "mean_when_right": float(confidence[right].mean()) if right.any() else None,
             "mean_when_wrong": float(confidence[~right].mean()) if (~right).any() else None,
-            "ece": expected_calibration_error(confidence, right),
+            "ece": expected_calibration_error(confidence, right) if answered else None,
         },
         "sure": {"share": float(sure.sum() / len(records)), "accuracy": float(right[sure].mean()) if sure.any() else None},
         "confusion": {group: per_class[group]["answers"] for group in groups},
