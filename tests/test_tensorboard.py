@@ -6,13 +6,16 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import accumulate, pr_curve_counts, run_trainer
+from tensorboard.util import tensor_util
+
+from tests.helpers import accumulate, pr_curve_counts, run_trainer, write_idx
 from tests.servers import free_port, serving
-from trainer.data import CLASS_NAMES
+from trainer.data import CLASS_NAMES, read_idx
 
 EPOCHS, EPOCH_LENGTH = 2, 55_000 // 128
 EVERY = EPOCH_LENGTH // 5
@@ -62,6 +65,9 @@ def test_images_and_figures(events):
     for tag in expected:
         image = events.Images(tag)[-1]
         assert image.width >= 200 and image.height >= 100 and len(image.encoded_image_string) > 1000
+    grid = np.asarray(Image.open(io.BytesIO(events.Images("train/images")[-1].encoded_image_string)).convert("L"))
+    assert grid.shape == (4 * 30, 8 * 30) and grid[0].min() == 255, "eight tiles a row, each framed in white"
+    assert grid[2, 2] < 10, "a tile's corner: Fashion-MNIST's garments are light on black"
 
 
 def test_graph_has_every_layer(events):
@@ -73,6 +79,9 @@ def test_graph_has_every_layer(events):
 def test_pr_curves_for_every_class_cover_the_whole_test_set(trained_run, events):
     assert events.PluginTagToContent("pr_curves")
     assert pr_curve_counts(trained_run) == {name: (1000, 10_000) for name in CLASS_NAMES}
+    for name in CLASS_NAMES:  # each image's own probabilities: a curve of shuffled outputs would sit near chance, 0.1
+        precision = tensor_util.make_ndarray(events.Tensors(f"pr_curve/{name}")[-1].tensor_proto)[4]
+        assert precision[len(precision) // 2] > 0.5, f"{name}: precision at a threshold of 0.5"
 
 
 def test_hparams_and_config_text(events):
@@ -82,7 +91,7 @@ def test_hparams_and_config_text(events):
     assert "config/text_summary" in events.Tags()["tensors"]
 
 
-def test_projector_lists_pixels_and_features_with_matching_files(trained_run):
+def test_projector_lists_pixels_and_features_with_matching_files(trained_run, data_root):
     config = (trained_run / "projector_config.pbtxt").read_text()
     embeddings = [block for block in config.split("embeddings {")[1:]]
     assert len(embeddings) == 2
@@ -99,6 +108,12 @@ def test_projector_lists_pixels_and_features_with_matching_files(trained_run):
         side = Image.open(sprite).size[0] // 28
         assert side * side >= len(rows)
         dims[json.loads(fields["tensor_name"]).split(":")[0]] = len(rows[0].split("\t"))
+        if dims.get("pixels") == 784 and len(dims) == 1:  # each point an upright test image under its own label
+            pixels = np.loadtxt(tensor, delimiter="\t", dtype=np.uint8).reshape(-1, 28, 28)
+            test = zip(read_idx(data_root, "t10k-images-idx3-ubyte").numpy(), read_idx(data_root, "t10k-labels-idx1-ubyte"))
+            assert {(p.tobytes(), label) for p, label in zip(pixels, labels)} <= {(i.tobytes(), CLASS_NAMES[t]) for i, t in test}
+            tiles = np.asarray(Image.open(sprite).convert("L")).reshape(side, 28, side, 28).transpose(0, 2, 1, 3)
+            assert np.array_equal(tiles.reshape(-1, 28, 28)[: len(pixels)], pixels), "each thumbnail is its point's image"
     assert dims == {"pixels": 784, "features": 84}
 
 
@@ -158,3 +173,15 @@ def test_each_view_switches_off(tmp_path):
     assert not [tag for tag in events.Tags()["tensors"] if tag.startswith("pr_curve/")]
     assert not (run_dir / "projector_config.pbtxt").exists()
     assert "validation/accuracy" in events.Tags()["scalars"] and (run_dir / "model.pt").is_file()
+
+
+def test_a_model_without_a_mistake_on_the_test_set_still_exports(tmp_path):
+    """The mistakes views have nothing to show, and are left out, not drawn empty (which failed the run's end)."""
+    data = write_idx(tmp_path / "data")  # class k is a bright bar at row 2k: learnt without a mistake in ten epochs
+    result = run_trainer(f"output.root={tmp_path}", "run.name=perfect", f"data.root={data}", "data.val_size=100",
+                         "train.batch_size=32", "train.max_epochs=10", "train.lr=0.02", "tensorboard.embedding_samples=100",
+                         config="configs/quick.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "perfect" / "metrics.json").read_text())["test_accuracy"] == 1.0
+    images = set(accumulate(tmp_path / "perfect").Tags()["images"])
+    assert "test/confusion_matrix" in images and not images & {"test/most_confident_mistakes", "test/mistakes_explained"}

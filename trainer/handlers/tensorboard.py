@@ -154,16 +154,18 @@ class TensorBoardViews:
         x, y = self.splits.test
         if self.views.eval_views or self.views.explanations:
             probs = F.softmax(self.test_logits(x, device), 1)
+            worst = most_confident_mistakes(y, probs)  # none on a test set the model gets all right: nothing to show
         if self.views.eval_views:
             for i, name in enumerate(self.class_names):
                 self.writer.add_pr_curve(f"pr_curve/{name}", y == i, probs[:, i], step)
             cm = final_test.state.metrics["confusion"].cpu().numpy()
             self.writer.add_figure("test/confusion_matrix", confusion_matrix_figure(cm, self.class_names), step)
             self.writer.add_figure("test/predictions_vs_actuals", self.predictions_figure(x, y, probs), step)
-            self.writer.add_figure("test/most_confident_mistakes", self.mistakes_figure(x, y, probs), step)
+            if len(worst):
+                self.writer.add_figure("test/most_confident_mistakes", self.mistakes_figure(x, y, probs, worst), step)
             self.writer.flush()
-        if self.views.explanations and len(most_confident_mistakes(y, probs)):
-            self.writer.add_figure("test/mistakes_explained", self.mistakes_explained_figure(x, y, probs, device), step)
+        if self.views.explanations and len(worst):
+            self.writer.add_figure("test/mistakes_explained", self.mistakes_explained_figure(x, y, probs, worst, device), step)
             self.writer.flush()
         if self.views.embeddings:
             if not self.projector.config.embeddings:  # resumed: this process has not listed the pixels yet
@@ -186,28 +188,31 @@ class TensorBoardViews:
         """The tutorial's `plot_classes_preds`: predicted class and its probability, green if right, red if wrong."""
         pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.cfg.seed))[:16]
         conf, pred = probs[pick].max(1)
-        titles = [f"{self.class_names[p]}, {c:.0%}\n(label: {self.class_names[t]})" for p, c, t in zip(pred, conf, y[pick])]
+        titles = [self.answer(p, c, t) for p, c, t in zip(pred, conf, y[pick])]
         colors = ["green" if p == t else "red" for p, t in zip(pred, y[pick])]
         return image_grid_figure(denormalise(x[pick]), titles, colors, title="Predictions vs. actuals")
 
-    def mistakes_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor) -> Figure:
+    def answer(self, predicted: torch.Tensor, confidence: torch.Tensor, label: torch.Tensor) -> str:
+        """A tile's title: the answer, how sure, and the label."""
+        return f"{self.class_names[predicted]}, {confidence:.0%}\n(label: {self.class_names[label]})"
+
+    def mistakes_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, worst: torch.Tensor) -> Figure:
         conf, pred = probs.max(1)
-        worst = most_confident_mistakes(y, probs)
-        titles = [f"{self.class_names[pred[i]]}, {conf[i]:.0%}\n(label: {self.class_names[y[i]]})" for i in worst]
+        titles = [self.answer(pred[i], conf[i], y[i]) for i in worst]
         return image_grid_figure(denormalise(x[worst]), titles, ["red"] * len(worst), title="Most confident mistakes")
 
-    def mistakes_explained_figure(self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, device: torch.device) -> Figure:
+    def mistakes_explained_figure(
+        self, x: torch.Tensor, y: torch.Tensor, probs: torch.Tensor, worst: torch.Tensor, device: torch.device
+    ) -> Figure:
         """The same mistakes, each beside the evidence (trainer.attribution) for the class the model chose and for the
         true one: what misled it, and what it overlooked."""
         from trainer.attribution import attribute  # Captum takes about 0.4 s to import: paid, and timed, only with this view
 
         conf, pred = probs.max(1)
-        worst = most_confident_mistakes(y, probs)
         tiles, targets = torch.cat([x[worst]] * 2).to(device), torch.cat([pred[worst], y[worst]]).to(device)
         for_predicted, for_true = attribute(self.tested, tiles, targets, BLACK).cpu().chunk(2)
         titles = [
-            (f"{self.class_names[pred[i]]}, {conf[i]:.0%}\n(label: {self.class_names[y[i]]})",
-             f"for {self.class_names[pred[i]]}", f"for {self.class_names[y[i]]}")
+            (self.answer(pred[i], conf[i], y[i]), f"for {self.class_names[pred[i]]}", f"for {self.class_names[y[i]]}")
             for i in worst
         ]
         return explained_figure(denormalise(x[worst]), for_predicted, for_true, titles, "Most confident mistakes: evidence "
@@ -230,7 +235,8 @@ class TensorBoardViews:
         if photos:
             self.writer.add_scalar("real_photos/macro_top1", photos["macro_top1"], step)
             self.writer.add_scalar("real_photos/macro_top3", photos["macro_top3"], step)
-            self.writer.add_scalar("real_photos/ece", photos["confidence"]["ece"], step)
+            if photos["confidence"]["ece"] is not None:  # None when every photo was refused
+                self.writer.add_scalar("real_photos/ece", photos["confidence"]["ece"], step)
             self.writer.add_scalar("real_photos/sure_share", photos["sure"]["share"], step)
         self.writer.flush()
 
