@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help=f"model.pt to serve (default: ${MODEL_ENV} or the newest runs/*/model.pt)")
     parser.add_argument("--runs", default="runs", help="where to look for the newest run (default: runs)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=port, default=7860)
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link (needs internet)")
     args = parser.parse_args(argv)
     try:
@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
               "this machine; choose another --port or --host", file=sys.stderr)
         return 2
     return 0
+
+
+def port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return int(text)
 
 
 def stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:

@@ -7,7 +7,9 @@ import binascii
 import hashlib
 import html
 import io
+import json
 import logging
+import math
 import os
 import urllib.parse
 import uuid
@@ -25,6 +27,7 @@ from trainer.preprocess import ImageError  # noqa: E402
 SEEN_SIZE = 224
 MAX_UPLOAD = 20 * 1024 * 1024  # bytes; Gradio refuses a larger upload with HTTP 413 before it is stored
 CONCURRENCY = 4
+MODEL_SLOTS = "model"  # every event that decodes or runs the model shares the CONCURRENCY slots
 QUEUE_SIZE = 256
 DELETE_CACHE = (1800, 3600)  # every 30 min, delete uploads and results older than an hour; all of them at shutdown
 
@@ -97,11 +100,11 @@ def save_result(image: Image.Image, cache_dir: str, name: str = "seen.png") -> s
 
 def verdict(prediction: Prediction) -> str:
     """The answer in words: the class when the model is sure, else "not sure" and its three best guesses."""
-    top = prediction.top(3)
+    top = [(name, f"{math.floor(100 * p)}%") for name, p in prediction.top(3)]  # rounded down: never 60% when below it
     if prediction.sure:
-        text = f"**{top[0][0]}**, {top[0][1]:.0%} sure."
+        text = f"**{top[0][0]}**, {top[0][1]} sure."
     else:
-        guesses = ", ".join(f"{name} ({p:.0%})" for name, p in top)
+        guesses = ", ".join(f"{name} ({p})" for name, p in top)
         text = f"**Not sure.** Perhaps {guesses}; or it is not one of the ten kinds of garment this model knows."
     if not prediction.segmented:
         text += " The garment could not be cut out from its background, so the model was shown the middle of the picture."
@@ -122,9 +125,22 @@ def model_card(classifier: Classifier) -> str:
         "Photos are brought to Fashion-MNIST's form first: the garment is separated from its background, "
         "cropped, centred, made light on black and shrunk to 28x28 pixels, as shown on the right.\n\n"
         f"The probabilities are calibrated: an answer given with 80% is right about 80% of the time. Below {SURE:.0%} the "
-        "demo says it is not sure. On real photos of clothes laid flat it is right nearly two times in three, and about "
-        "five times in six when it is sure (docs/real_photos.md)."
+        f"demo says it is not sure. {on_real_photos(classifier)}"
     )
+
+
+def on_real_photos(classifier: Classifier) -> str:
+    """What this model's run measured on real photos (its metrics.json), not the default's figures for any model."""
+    try:
+        photos = json.loads((classifier.path.parent / "metrics.json").read_text()).get("real_photos")
+    except (OSError, ValueError, AttributeError):
+        photos = None
+    if not photos:
+        return "Its run did not measure it on real photos (docs/real_photos.md measures the default model on them)."
+    sure = photos["sure"]
+    when_sure = f", and on {sure['accuracy']:.0%} of the {sure['share']:.0%} of photos it was sure of" if sure["accuracy"] is not None else ""
+    return (f"On {photos['n']} real photos of clothes (docs/real_photos.md) it was right on {photos['macro_top1']:.0%} "
+            f"(the mean over the kinds of garment){when_sure}.")
 
 
 def build_app(classifier: Classifier) -> gr.Blocks:
@@ -139,7 +155,7 @@ def build_app(classifier: Classifier) -> gr.Blocks:
             log.exception("classifying an upload failed")
             raise refuse(UNEXPECTED) from None
         tile = Image.fromarray(prediction.seen).resize((SEEN_SIZE, SEEN_SIZE), Image.Resampling.NEAREST)
-        return prediction.probabilities, save_result(tile, seen.GRADIO_CACHE)
+        return prediction.probabilities, save_result(tile, seen.GRADIO_CACHE), image  # the photo these answers are for
 
     examples_dir = classifier.path.parent / "examples"
     examples = sorted(str(p) for p in examples_dir.glob("*.png"))
@@ -155,12 +171,17 @@ def build_app(classifier: Classifier) -> gr.Blocks:
                 label = gr.Label(num_top_classes=3, label="Top 3 classes", elem_id="prediction")
                 answer = gr.Markdown(elem_id="verdict")
                 seen = gr.Image(label="What the model sees (28x28, enlarged)", interactive=False, height=SEEN_SIZE)
-        gr.on([image.upload, button.click], predict, inputs=image, outputs=[label, seen], api_name="predict")
-        label.change(lambda photo: verdict(classifier.classify_file(photo)) if photo else "", inputs=image, outputs=answer,
-                     api_visibility="private")
-        add_explanation(classifier, image, label)
+        # The answer's words and its explanation are for the photo classified, which the input may no longer hold
+        # (another was uploaded meanwhile); a photo uploaded while one is classified is classified next, not dropped.
+        classified = gr.State()
+        gr.on([image.upload, button.click], predict, inputs=image, outputs=[label, seen, classified], api_name="predict",
+              trigger_mode="always_last", concurrency_id=MODEL_SLOTS)
+        label.change(lambda photo: verdict(classifier.classify_file(photo)) if photo else "", inputs=classified,
+                     outputs=answer, api_visibility="private", concurrency_id=MODEL_SLOTS)
+        add_explanation(classifier, image, classified, label)
         if examples:
-            gr.Examples(examples, inputs=image, outputs=[label, seen], fn=predict, run_on_click=True, cache_examples=False)
+            gr.Examples(examples, inputs=image, outputs=[label, seen, classified], fn=predict, run_on_click=True,
+                        cache_examples=False)
         gr.Markdown(model_card(classifier), elem_id="model-card")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
@@ -175,7 +196,7 @@ EXPLAIN_LEGEND = (
 )
 
 
-def add_explanation(classifier: Classifier, image: gr.Image, label: gr.Label) -> None:
+def add_explanation(classifier: Classifier, image: gr.Image, classified: gr.State, label: gr.Label) -> None:
     """The "why this answer?" row: once a prediction is shown, the evidence for its top class over the tile and over
     the photo; the dropdown asks for any other class's.  A separate endpoint (/explain) that runs after /predict
     has answered, so the prediction stays as it was and as fast."""
@@ -202,5 +223,6 @@ def add_explanation(classifier: Classifier, image: gr.Image, label: gr.Label) ->
             target = gr.Dropdown(classifier.class_names, value=None, label="Evidence for the class", elem_id="explain-class")
             gr.Markdown(EXPLAIN_LEGEND)
     outputs = [tile_map, photo_map, target]
-    label.change(lambda photo: explain(photo, None), inputs=image, outputs=outputs, api_visibility="private")
-    target.input(explain, inputs=[image, target], outputs=outputs, api_name="explain")
+    label.change(lambda photo: explain(photo, None), inputs=classified, outputs=outputs, api_visibility="private",
+                 concurrency_id=MODEL_SLOTS)
+    target.input(explain, inputs=[image, target], outputs=outputs, api_name="explain", concurrency_id=MODEL_SLOTS)

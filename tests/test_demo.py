@@ -1,6 +1,8 @@
 """The Gradio demo as people use it: a real server process, the Python client, and a real browser."""
 
 import html
+import json
+import math
 import os
 import shutil
 import socket
@@ -111,17 +113,37 @@ def test_real_browser_upload_shows_the_prediction(demo_url, trained_run, test_im
         prediction = page.locator("#prediction")
         prediction.get_by_text(CLASS_NAMES[label]).first.wait_for(timeout=30_000)
         expected = Classifier(demo_checkpoint).classify_file(path)
-        in_words = f"{expected.top(1)[0][0]}, {expected.top(1)[0][1]:.0%} sure." if expected.sure else "Not sure."
+        in_words = f"{expected.top(1)[0][0]}, {math.floor(100 * expected.top(1)[0][1])}% sure." if expected.sure else "Not sure."
         page.locator("#verdict").get_by_text(in_words).wait_for(timeout=30_000)  # the answer in words, below the bars
         card = page.locator("#model-card").inner_text()
         meta = Classifier(demo_checkpoint).meta  # the card shows the test accuracy alone and as the demo reads the images
         assert f"{meta['test_accuracy']:.2%}" in card and f"{meta['test_accuracy_views']:.2%} with its mirror image" in card, card
+        photos = json.loads((trained_run / "metrics.json").read_text())["real_photos"]  # this model's, not the default's
+        assert f"On {photos['n']} real photos of clothes" in card and f"right on {photos['macro_top1']:.0%}" in card, card
         page.wait_for_timeout(500)
         page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOTS"):
         shutil.copy(tmp_path / "demo.png", ROOT / "docs" / "demo.png")
+
+
+def test_the_words_and_explanation_are_for_the_photo_whose_answer_is_shown(trained_run):
+    """A photo uploaded while another is classified is classified next, not dropped; the answer's words and its
+    explanation read the photo classified, not whatever the input holds by then; all the model's work shares the
+    queue's slots."""
+    import gradio as gr
+
+    from demo.interface import MODEL_SLOTS, build_app
+
+    events = list(build_app(Classifier(trained_run / "model.pt")).fns.values())
+    predict = next(event for event in events if event.api_name == "predict")
+    classified = predict.outputs[-1]
+    assert isinstance(classified, gr.State) and predict.trigger_mode == "always_last"
+    followers = [event for event in events if event.inputs == [classified]]
+    assert len(followers) == 2, "the verdict and the explanation"
+    explain = next(event for event in events if event.api_name == "explain")
+    assert {event.concurrency_id for event in [predict, explain, *followers]} == {MODEL_SLOTS}
 
 
 @pytest.fixture(scope="module")
@@ -219,4 +241,26 @@ def test_a_port_already_in_use_gives_one_clear_message(trained_run):
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: cannot serve on 127.0.0.1:{port}: the port is taken or 127.0.0.1 is not an address of this machine; "
         "choose another --port or --host"
+    )
+
+
+def test_a_port_out_of_range_is_refused_when_parsing(trained_run):
+    result = subprocess.run(
+        [sys.executable, "demo/app.py", "--checkpoint", str(trained_run / "model.pt"), "--port", "70000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "python demo/app.py: error: argument --port: '70000' is not a port number (1 to 65535)"
+    )
+
+
+def test_a_run_directory_is_taken_for_its_model_and_a_folder_without_one_is_named(trained_run, tmp_path):
+    """`--checkpoint runs/<run>` serves the run's model.pt, as `python -m trainer.predict` shows in one line."""
+    image = str(trained_run / "examples" / "1_Trouser.png")
+    predict = [sys.executable, "-m", "trainer.predict", image, "--checkpoint"]
+    served = subprocess.run([*predict, str(trained_run)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0 and served.stdout.startswith(f"{image}: "), served.stderr[-2000:]
+    empty = subprocess.run([*predict, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and empty.stderr.strip() == (
+        f"error: {tmp_path} is a folder without a model.pt: point at a run's model.pt or its run directory"
     )

@@ -11,7 +11,8 @@ from tests.bad_images import garment_mask
 from tests.helpers import ROOT
 from tests.not_garments import NOT_GARMENTS, landscape
 from trainer.explain import explain_file
-from trainer.predict import RECENT_UPLOADS, SURE, Classifier
+from trainer.data import CLASS_NAMES
+from trainer.predict import RECENT_UPLOADS, SURE, Classifier, Prediction
 from trainer.preprocess import THRESHOLDS, cut_out, normalise_tile
 from trainer.views import PHOTO_SIZES, TILE_SIZES
 
@@ -38,6 +39,17 @@ def test_a_cut_out_running_across_the_picture_is_never_sure(trained_run):
     photo.paste((40, 45, 60), mask=garment_mask(photo.size, (150, 40, 330, 320)))
     garment = classifier.classify(photo)
     assert garment.sure and not garment.across and "runs across" not in verdict(garment)
+
+
+def test_the_answer_in_words_names_three_guesses_when_not_sure_and_says_when_nothing_was_cut_out():
+    from demo.interface import verdict
+
+    probabilities = dict.fromkeys(CLASS_NAMES, 0.0075) | {"Coat": 0.5995, "Shirt": 0.3, "Pullover": 0.0405}
+    unsure = Prediction(probabilities, np.zeros((28, 28), np.uint8), (0, 0, 1, 1), segmented=False, sure=False)
+    assert verdict(unsure).startswith("**Not sure.** Perhaps Coat (59%), Shirt (30%), Pullover (4%); or it is not one of")
+    assert "could not be cut out from its background" in verdict(unsure), "the middle of the picture was classified"
+    sure = Prediction(probabilities | {"Coat": 0.9125}, np.zeros((28, 28), np.uint8), (0, 0, 1, 1), segmented=True, sure=True)
+    assert verdict(sure) == "**Coat**, 91% sure."
 
 
 def test_photos_get_the_photo_temperature_and_tiles_the_tiles_one(trained_run, tmp_path):

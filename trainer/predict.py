@@ -127,8 +127,13 @@ def newest_model(runs_root: str | Path = "runs") -> Path | None:
 
 
 def resolve_model_path(checkpoint: str | None, runs_root: str | Path = "runs") -> Path:
-    """`--checkpoint`, else $FASHION_MNIST_MODEL, else the newest `runs/*/model.pt`."""
+    """`--checkpoint` (a model.pt, or a run directory holding one), else $FASHION_MNIST_MODEL, else the newest
+    `runs/*/model.pt`."""
     chosen = checkpoint or os.environ.get(MODEL_ENV)
+    if chosen and Path(chosen).is_dir():  # a run directory: its model
+        if not (Path(chosen) / "model.pt").is_file():
+            raise UserError(f"{chosen} is a folder without a model.pt: point at a run's model.pt or its run directory")
+        return Path(chosen) / "model.pt"
     if chosen:
         return Path(chosen)
     newest = newest_model(runs_root)
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, WebP, ...)")
     parser.add_argument("--checkpoint", help=f"model.pt to use (default: ${MODEL_ENV} or the newest runs/*/model.pt)")
-    parser.add_argument("--top", type=int, default=3, help="how many classes to show per image")
+    parser.add_argument("--top", type=int, default=3, choices=range(1, 11), metavar="1-10", help="how many classes to show per image")
     args = parser.parse_args(argv)
     try:
         classifier = Classifier(resolve_model_path(args.checkpoint))
