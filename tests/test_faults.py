@@ -16,6 +16,7 @@ import torch
 
 from tests.helpers import DATA_ROOT, ROOT, killed_on_leaving, run_trainer
 from trainer.data import raw_folder
+from trainer.safe_io import atomic_torch_save
 
 QUICK = ["--config", "configs/quick.yaml"]
 
@@ -140,6 +141,33 @@ def test_checkpoint_of_another_model_is_refused_naming_the_mismatch(tmp_path, tr
     assert result.returncode == 2 and "does not fit" in message and "conv1" in message, message
 
 
+def test_a_checkpoint_naming_a_best_file_outside_its_run_is_refused(tmp_path, trained_run):
+    """Plain data passes `weights_only`, but a best checkpoint named "../../victim.txt" would be deleted when
+    the resumed run saved a better one (Ignite removes the file it replaces by name)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    last = next((trained_run / "checkpoints").glob("last_checkpoint_*.pt"))
+    crafted = torch.load(last, weights_only=True) | {"best_checkpoint": {"_saved": [(-1.0, "../../victim.txt")]}}
+    (tmp_path / "crafted").mkdir()
+    torch.save(crafted, tmp_path / "crafted" / last.name)
+    result = run_trainer(f"output.root={tmp_path / 'runs'}", "run.name=crafted", f"resume={tmp_path / 'crafted' / last.name}",
+                         "tensorboard.enabled=false")
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "names a best checkpoint outside its folder ('../../victim.txt')" in message, message
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_refused_resume_in_place_leaves_the_runs_config_as_it_was(tmp_path, trained_run):
+    """The run's own resume command (`--config <run>/config.yaml resume=...`) keeps working after a wrong try."""
+    run_dir = Path(shutil.copytree(trained_run, tmp_path / "quick"))
+    config = (run_dir / "config.yaml").read_text()
+    last = next((run_dir / "checkpoints").glob("last_checkpoint_*.pt"))
+    result = run_trainer(f"resume={last}", "train.batch_size=64", "tensorboard.enabled=false")
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "iterations per epoch" in message, message
+    assert (run_dir / "config.yaml").read_text() == config
+
+
 def test_a_diverging_run_stops_at_once_and_exports_nothing(tmp_path):
     result = run_trainer(f"output.root={tmp_path}", "run.name=diverged", "train.lr=1e6", "tensorboard.enabled=false")
     message = result.stderr.strip().splitlines()[-1]
@@ -190,3 +218,10 @@ def test_full_disk_stops_with_a_message_and_keeps_the_last_checkpoint(small_disk
     assert "No space left on device" in message and "Traceback" not in stderr, message
     kept = list(checkpoints.glob("last_checkpoint_*.pt"))
     assert len(kept) == 1 and torch.load(kept[0], weights_only=True)["trainer"]["iteration"] > 0
+
+
+def test_a_save_that_fills_the_disk_is_an_os_error_and_leaves_no_partial_file(small_disk):
+    """torch's own file writer raises RuntimeError on a full disk, which the trainer's one-line error missed."""
+    with pytest.raises(OSError, match="No space left on device"):
+        atomic_torch_save({"weights": torch.zeros(2_000_000)}, small_disk / "model.pt")  # 8 MB on a 4 MB disk
+    assert list(small_disk.iterdir()) == []

@@ -96,6 +96,9 @@ def adopt_resumed_files(resumed: str | Path, folder: Path, best: Checkpoint, las
     """
     resumed, folder = Path(resumed).resolve(), Path(folder).resolve()
     for _, filename in best.state_dict()["_saved"]:
+        if Path(filename).name != filename or not filename.startswith("best_checkpoint_"):  # Ignite would delete it later
+            raise CheckpointError(f"checkpoint {resumed} names a best checkpoint outside its folder ({filename!r}): "
+                                  "it is not a checkpoint of this project")
         source, target = resumed.parent / filename, folder / filename
         if idist.get_rank() != 0 or target.is_file():  # rank 0 alone writes checkpoints
             continue

@@ -22,14 +22,30 @@ def atomic_replace(path: Path, write: Callable[[Path], Any]) -> None:
     """Write through `write(tmp_path)` to a temporary sibling, fsync it, then rename over `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal: no half-written sibling is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_replace(path, lambda tmp: torch.save(obj, tmp))
+    """Through a Python file object, whose full disk is an OSError: torch's zip writer reports it as a RuntimeError
+    (with the OSError as its context), which the commands' one-line error for an unwritable disk would miss."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(obj, f)
+            except RuntimeError as exc:
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
+
+    atomic_replace(path, write)
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:

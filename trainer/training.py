@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from trainer.handlers.interrupt import GracefulStop
 from trainer.model import build_model
 from trainer.photos import MANIFEST, classify_all, default_folder, read_manifest, summarise
 from trainer.predict import Classifier
-from trainer.safe_io import atomic_write_json, safe_torch_load
+from trainer.safe_io import atomic_replace, atomic_write_json, safe_torch_load
 
 STOPPED_AT_ONCE = "stopped by the user before a checkpoint could be written"
 
@@ -107,10 +108,17 @@ def prepare_run_dir(cfg: DictConfig) -> Path:
         if not continued:
             clear_unfinished_start(run_dir)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        if continued:  # its config.yaml is rewritten once the checkpoint is known to fit: a refusal leaves it as it was
+            tempfile.TemporaryFile(dir=run_dir).close()
+        else:
+            write_config(cfg, run_dir)
     except OSError as exc:
         raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
     return run_dir
+
+
+def write_config(cfg: DictConfig, run_dir: Path) -> None:
+    atomic_replace(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(cfg)))
 
 
 def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> None:
@@ -211,6 +219,8 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
                 ema.ema_model.load_state_dict(ema.model.state_dict())  # ema.model: the bare network, as Ignite keeps it
             check_resumable(cfg, trainer, len(train_loader))
             adopt_resumed_files(cfg.resume, run_dir / "checkpoints", best, last, trainer.state.iteration)
+            if rank == 0 and continues_in(cfg.resume, run_dir):
+                write_config(cfg, run_dir)
             logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
         logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
         started = time.perf_counter()
