@@ -1,9 +1,11 @@
 """The Classifier the demo, the CLI and the benchmarks share: calibrated answers, "not sure", and where it looked."""
 
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -11,6 +13,7 @@ from tests.bad_images import garment_mask
 from tests.helpers import ROOT
 from tests.not_garments import NOT_GARMENTS, landscape
 from trainer.explain import explain_file
+from trainer.export import ModelFileError
 from trainer.data import CLASS_NAMES
 from trainer.predict import RECENT_UPLOADS, SURE, Classifier, Prediction
 from trainer.preprocess import THRESHOLDS, cut_out, normalise_tile
@@ -103,3 +106,18 @@ def test_an_upload_is_decoded_and_classified_once_for_its_answer_verdict_and_exp
     for n in range(RECENT_UPLOADS + 1):
         classifier.classify_file(data + bytes(n + 1))  # trailing bytes: the same picture, other uploads
     assert classifier.classify_file(data) is not from_bytes, "only the most recent uploads are kept"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("class_names"), "lacks class_names: it is not a whole model.pt of this project"),
+    (lambda m: m.pop("mean"), "lacks mean: it is not a whole model.pt of this project"),
+    (lambda m: m.update(class_names=m["class_names"][:5]), "names 5 classes for a network of 10 outputs"),
+    (lambda m: m.update(temperature="hot"), "has a mean, std or temperature that is not a number"),
+    (lambda m: m.update(format_version=99), "is of format version 99, which this trainer (version 1) cannot read"),
+])
+def test_a_model_file_with_metadata_its_readers_cannot_use_is_named(trained_run, tmp_path, edit, message):
+    payload = torch.load(trained_run / "model.pt", weights_only=True)
+    edit(payload)
+    torch.save(payload, tmp_path / "model.pt")
+    with pytest.raises(ModelFileError, match=re.escape(message)):
+        Classifier(tmp_path / "model.pt")

@@ -1,5 +1,6 @@
 """`model.pt`: the inference file a run leaves behind, as plain tensors and metadata (no pickled classes)."""
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelFileError(str(exc)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"model file {path} is not a model.pt written by this project's trainer")
+    check_metadata(path, payload)
     try:
         model = build_model(payload["arch"], **payload["arch_kwargs"])
         model.load_state_dict(payload["state_dict"])
@@ -43,3 +45,23 @@ def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelFileError(f"model file {path} does not match its architecture: {reason}") from None
     model = fuse(model.eval()).to(memory_format=torch.channels_last)
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
+
+
+def check_metadata(path: Path, payload: dict[str, Any]) -> None:
+    """What every reader of model.pt takes for granted, named when it is not so, rather than a KeyError later."""
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"model file {path} is of format version {version!r}, which this trainer (version "
+                             f"{FORMAT_VERSION}) cannot read: use the version of this project that wrote it")
+    missing = [key for key in ("arch", "arch_kwargs", "state_dict", "class_names", "mean", "std") if key not in payload]
+    if missing:
+        raise ModelFileError(f"model file {path} lacks {', '.join(missing)}: it is not a whole model.pt of this project")
+    kwargs = payload["arch_kwargs"]
+    names, outputs = payload["class_names"], kwargs.get("num_classes") if isinstance(kwargs, dict) else None
+    if not isinstance(names, list) or len(names) != outputs or not all(isinstance(name, str) for name in names):
+        raise ModelFileError(f"model file {path} names {len(names) if isinstance(names, list) else 'no'} classes for a "
+                             f"network of {outputs} outputs")
+    numbers = [payload[key] for key in ("temperature", "photo_temperature") if key in payload]
+    numbers += [value for key in ("mean", "std") for value in (payload[key] if isinstance(payload[key], list) else [None])]
+    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
+        raise ModelFileError(f"model file {path} has a mean, std or temperature that is not a number")
