@@ -1,6 +1,7 @@
 """`python -m tests.signalled [overrides]`: the real trainer, each process sending itself a signal at an exact moment,
 as a Ctrl-C or a kill would land there: `SIGNAL` (SIGINT, SIGKILL, ...) `SIGNAL_TIMES` times (default once), at the
-end of iteration `SIGNAL_AT`, or during the set-up with `SIGNAL_AT=setup`."""
+end of iteration `SIGNAL_AT`, during the set-up with `SIGNAL_AT=setup`, as a checkpoint file begins to be written
+with `SIGNAL_AT=saving:<its file name>`, or as the run's export begins, after the training, with `SIGNAL_AT=finish`."""
 
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 
 from ignite.engine import Engine, Events
 
+import trainer.checkpoint
 import trainer.main
 import trainer.training
 
@@ -22,21 +24,38 @@ def send() -> None:
 
 
 def run_process_signalled(local_rank, cfg) -> None:
-    create_trainer, get_dataflow = trainer.training.create_trainer, trainer.training.get_dataflow
+    create_trainer, get_dataflow, finish_run = (
+        trainer.training.create_trainer, trainer.training.get_dataflow, trainer.training.finish_run
+    )
 
     def create_signalled_trainer(*args, **kwargs) -> Engine:
         engine = create_trainer(*args, **kwargs)
-        if AT != "setup":  # attached before the trainer's own stop check, which then sees the signal at once
-            engine.add_event_handler(Events.ITERATION_COMPLETED(once=int(AT)), send)
+        # attached before the trainer's own stop check, which then sees the signal at once
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=int(AT)), send)
         return engine
 
     def get_dataflow_signalled(cfg):
         send()
         return get_dataflow(cfg)
 
-    trainer.training.create_trainer = create_signalled_trainer
+    def finish_run_signalled(*args, **kwargs):
+        send()
+        return finish_run(*args, **kwargs)
+
+    def save_signalled(saver, checkpoint, filename, metadata=None) -> None:
+        if filename == AT.removeprefix("saving:"):
+            send()
+        save(saver, checkpoint, filename, metadata)
+
     if AT == "setup":
         trainer.training.get_dataflow = get_dataflow_signalled
+    elif AT == "finish":
+        trainer.training.finish_run = finish_run_signalled
+    elif AT.startswith("saving:"):
+        save = trainer.checkpoint.ReplacingDiskSaver.__call__
+        trainer.checkpoint.ReplacingDiskSaver.__call__ = save_signalled
+    else:
+        trainer.training.create_trainer = create_signalled_trainer
     trainer.training.run_process(local_rank, cfg)
 
 

@@ -80,6 +80,16 @@ def test_sigterm_checkpoints_flushes_and_exits_143(tmp_path):
     assert [e.step for e in events.Scalars("validation/accuracy")] == [1], "TensorBoard was flushed before exiting"
 
 
+def test_a_sigterm_after_the_training_is_heard_once_the_run_is_exported(tmp_path):
+    """The export (the final test, calibration, the photos) finishes, then the run says so and exits 143, as
+    a SIGTERM should end it, instead of exiting 0 as if it had not been asked to stop."""
+    result = run_trainer(f"output.root={tmp_path}", "run.name=late", "tensorboard.enabled=false", module="tests.signalled",
+                         env={"SIGNAL": "SIGTERM", "SIGNAL_AT": "finish"})
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert "Stopped after the training had ended: the run is finished and exported" in result.stderr
+    assert (tmp_path / "late" / "model.pt").is_file() and (tmp_path / "late" / "metrics.json").is_file()
+
+
 KILL_MOMENTS = {
     "while loading data": lambda p, run_dir: read_until(p, "Run '"),
     "while the first checkpoint is written": lambda p, run_dir: wait_for_file(run_dir / "checkpoints", "*"),
@@ -106,6 +116,31 @@ def test_kill_9_at_any_moment_leaves_only_whole_files_and_resumes(tmp_path):
     result = run_trainer(f"resume={latest}", "tensorboard.enabled=false")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((latest.parent.parent / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_a_kill_9_between_a_new_best_and_the_last_checkpoint_leaves_a_run_that_resumes(tmp_path):
+    """Killed as epoch 2's last checkpoint begins, after epoch 2's better best checkpoint is written: the last
+    checkpoint of epoch 1 must still find the best checkpoint it names."""
+    small = ["data.val_size=54000", "tensorboard.enabled=false"]  # 46 iterations an epoch
+    killed = run_trainer(f"output.root={tmp_path}", "run.name=killed", *small, module="tests.signalled",
+                         env={"SIGNAL": "SIGKILL", "SIGNAL_AT": "saving:last_checkpoint_92.pt"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    assert [p.name for p in checkpoints.glob("best_checkpoint_2_*.pt")], "epoch 2 was a new best: the case at hand"
+    resumed = run_trainer(f"resume={checkpoints / 'last_checkpoint_46.pt'}", *small)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(list(checkpoints.glob("best_checkpoint_*.pt"))) == 1, "the replaced best checkpoint is gone in the end"
+
+
+def test_a_second_run_into_a_run_directory_in_use_is_refused(tmp_path):
+    """Both would pass the "holds a run" check before the first checkpoint, then write into each other's files."""
+    with start(tmp_path / "first.log", f"output.root={tmp_path}", "run.name=twin", "tensorboard.enabled=false") as first:
+        read_until(first, "Training lenet5")
+        second = run_trainer(f"output.root={tmp_path}", "run.name=twin", "seed=1", "tensorboard.enabled=false")
+        assert first.poll() is None, "the first run is still training"
+    message = second.stderr.strip().splitlines()[-1]
+    assert second.returncode == 2 and message == f"error: run directory {tmp_path / 'twin'} is in use by another run now: choose another run.name"
+    assert "seed: 0" in (tmp_path / "twin" / "config.yaml").read_text(), "the first run's config stays"
 
 
 class RunsCode:

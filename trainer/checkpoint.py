@@ -20,11 +20,16 @@ class CheckpointError(UserError):
 
 class ReplacingDiskSaver(DiskSaver):
     """Ignite's `Checkpoint` removes the old file before it writes the new one: a failed write (a full disk)
-    would leave no checkpoint at all. This saver removes the old file only once the new one is on disk."""
+    would leave no checkpoint at all. This saver removes the old file only once the new one is on disk.
 
-    def __init__(self, dirname: Path) -> None:
+    A saver given `hand_over_to` leaves its replaced files for that one to remove after its own next write: the
+    best checkpoint's saver hands them to the last checkpoint's, since the last checkpoint on disk names the best
+    file until the next one is written, and a resume from it needs that file (a kill in between lost it)."""
+
+    def __init__(self, dirname: Path, hand_over_to: "ReplacingDiskSaver | None" = None) -> None:
         super().__init__(str(dirname), require_empty=False, atomic=True)
         self._replaced: list[str] = []
+        self._hand_over_to = hand_over_to
 
     def remove(self, filename: str) -> None:
         self._replaced.append(filename)
@@ -32,16 +37,21 @@ class ReplacingDiskSaver(DiskSaver):
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         super().__call__(checkpoint, filename, metadata)
         for old in self._replaced:
-            if old != filename:
+            if old == filename:
+                continue
+            if self._hand_over_to is not None:
+                self._hand_over_to._replaced.append(old)
+            else:
                 super().remove(old)
         self._replaced.clear()
 
 
 def create_checkpoints(folder: Path, to_save: Mapping[str, Any], trainer: Engine) -> tuple[Checkpoint, Checkpoint]:
     """Return (best, last). `last` also stores `best`'s own state, so a resumed run keeps one best file."""
+    last_saver = ReplacingDiskSaver(folder)
     best = Checkpoint(
         dict(to_save),
-        ReplacingDiskSaver(folder),
+        ReplacingDiskSaver(folder, hand_over_to=last_saver),
         filename_prefix="best",
         n_saved=1,
         score_function=Checkpoint.get_default_score_fn("accuracy"),
@@ -50,7 +60,7 @@ def create_checkpoints(folder: Path, to_save: Mapping[str, Any], trainer: Engine
     )
     last = Checkpoint(
         {**to_save, "best_checkpoint": best},
-        ReplacingDiskSaver(folder),
+        last_saver,
         filename_prefix="last",
         n_saved=1,
         global_step_transform=lambda engine, _: engine.state.iteration,

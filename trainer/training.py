@@ -3,6 +3,7 @@
 Reads top to bottom: data -> model -> engines -> handlers -> run directory, then `launch` starts it in each process.
 """
 
+import fcntl
 import gc
 import logging
 import os
@@ -95,26 +96,42 @@ def clear_unfinished_start(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "projector", ignore_errors=True)
 
 
-def prepare_run_dir(cfg: DictConfig) -> Path:
-    """Create the run directory and its config.yaml up front, so an unwritable place fails before training.
+def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
+    """Create the run directory and its config.yaml up front, so an unwritable place fails before training, and
+    claim it for this run: return the claim (a file descriptor holding a lock on it), which the run closes at its end.
 
-    A directory holding another run is refused; one whose run stopped before its first checkpoint starts afresh."""
+    A directory holding another run, or in use by one now, is refused; one whose run stopped before its first
+    checkpoint starts afresh."""
     run_dir = Path(cfg.output.root) / cfg.run.name
     continued = continues_in(cfg.resume, run_dir)
-    if holds_run(run_dir) and not continued:
-        hint = f"choose a new run.name to continue {cfg.resume} in" if cfg.resume else "choose another run.name, or resume it with resume=CHECKPOINT"
-        raise UserError(f"run directory {run_dir} already holds a run: {hint}")
     try:
-        if not continued:
-            clear_unfinished_start(run_dir)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        if continued:  # its config.yaml is rewritten once the checkpoint is known to fit: a refusal leaves it as it was
-            tempfile.TemporaryFile(dir=run_dir).close()
-        else:
-            write_config(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        claim = os.open(run_dir, os.O_RDONLY)
     except OSError as exc:
         raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
-    return run_dir
+    try:
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run directory {run_dir} is in use by another run now: choose another run.name") from None
+        if holds_run(run_dir) and not continued:
+            hint = (f"choose a new run.name to continue {cfg.resume} in" if cfg.resume
+                    else "choose another run.name, or resume it with resume=CHECKPOINT")
+            raise UserError(f"run directory {run_dir} already holds a run: {hint}")
+        try:
+            if not continued:
+                clear_unfinished_start(run_dir)
+            (run_dir / "checkpoints").mkdir(exist_ok=True)
+            if continued:  # its config.yaml is rewritten once the checkpoint is known to fit: a refusal leaves it as it was
+                tempfile.TemporaryFile(dir=run_dir).close()
+            else:
+                write_config(cfg, run_dir)
+        except OSError as exc:
+            raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
+    except BaseException:
+        os.close(claim)
+        raise
+    return run_dir, claim
 
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -170,40 +187,40 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
     resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
     if resume_from is not None:
         check_same_schedule(cfg, resume_from)
-    run_dir = prepare_run_dir(cfg) if rank == 0 else Path(cfg.output.root) / cfg.run.name
-    manual_seed(cfg.seed)
-    splits, train_loader, val_loader, test_loader = get_dataflow(cfg)
-    model, optimizer, loss_fn, lr_scheduler = initialize(cfg, len(train_loader))
-    device = idist.device()
-    log_every = cfg.log.every or max(1, len(train_loader) // 5)  # each point costs a forward pass on the val subset
-    trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device, log_every)
-    ema = attach_ema(trainer, model, cfg.train.ema_decay)  # attached before the views: they read the latest average
-    tested, tested_key = (ema.ema_model, "ema_model") if ema else (model, "model")  # validated, kept as best, exported
-    evaluator = create_evaluator(tested, loss_fn, device)
-    final_val = create_evaluator(tested, loss_fn, device)
-    final_test = create_evaluator(tested, loss_fn, device, num_classes=len(CLASS_NAMES))
-
-    # Handlers, in the order they fire at the end of an epoch: progress bar, validation, epoch line, checkpoints.
-    if rank == 0 and sys.stderr.isatty():  # in a log file its frames would bury the epoch lines
-        # Redrawn every 10 iterations: tqdm writes the whole bar to the terminal at every update.
-        ProgressBar(persist=False).attach(
-            trainer, output_transform=lambda loss: {"loss": loss}, event_name=Events.ITERATION_COMPLETED(every=10)
-        )
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(val_loader))
-    evaluator.add_event_handler(Events.COMPLETED, lambda: log_epoch(logger, trainer, evaluator, optimizer))
-    to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
-    if ema:
-        to_save["ema_model"] = ema.ema_model
-    if cfg.train.early_stopping_patience > 0:
-        to_save["early_stopping"] = EarlyStopping(
-            cfg.train.early_stopping_patience, Checkpoint.get_default_score_fn("accuracy"), trainer
-        )
-        evaluator.add_event_handler(Events.COMPLETED, to_save["early_stopping"])
-    best, last = create_checkpoints(run_dir / "checkpoints", to_save, trainer)
-    evaluator.add_event_handler(Events.COMPLETED, best)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
+    run_dir, claim = prepare_run_dir(cfg) if rank == 0 else (Path(cfg.output.root) / cfg.run.name, None)
     views = None
-    try:  # the TensorBoard writer's thread and file are closed however the run ends, a diverged trial's too
+    try:  # the run directory's claim, the TensorBoard writer's thread and file are let go however the run ends
+        manual_seed(cfg.seed)
+        splits, train_loader, val_loader, test_loader = get_dataflow(cfg)
+        model, optimizer, loss_fn, lr_scheduler = initialize(cfg, len(train_loader))
+        device = idist.device()
+        log_every = cfg.log.every or max(1, len(train_loader) // 5)  # each point costs a forward pass on the val subset
+        trainer = create_trainer(model, optimizer, loss_fn, lr_scheduler, train_loader, cfg, device, log_every)
+        ema = attach_ema(trainer, model, cfg.train.ema_decay)  # attached before the views: they read the latest average
+        tested, tested_key = (ema.ema_model, "ema_model") if ema else (model, "model")  # validated, kept as best, exported
+        evaluator = create_evaluator(tested, loss_fn, device)
+        final_val = create_evaluator(tested, loss_fn, device)
+        final_test = create_evaluator(tested, loss_fn, device, num_classes=len(CLASS_NAMES))
+
+        # Handlers, in the order they fire at the end of an epoch: progress bar, validation, epoch line, checkpoints.
+        if rank == 0 and sys.stderr.isatty():  # in a log file its frames would bury the epoch lines
+            # Redrawn every 10 iterations: tqdm writes the whole bar to the terminal at every update.
+            ProgressBar(persist=False).attach(
+                trainer, output_transform=lambda loss: {"loss": loss}, event_name=Events.ITERATION_COMPLETED(every=10)
+            )
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(val_loader))
+        evaluator.add_event_handler(Events.COMPLETED, lambda: log_epoch(logger, trainer, evaluator, optimizer))
+        to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
+        if ema:
+            to_save["ema_model"] = ema.ema_model
+        if cfg.train.early_stopping_patience > 0:
+            to_save["early_stopping"] = EarlyStopping(
+                cfg.train.early_stopping_patience, Checkpoint.get_default_score_fn("accuracy"), trainer
+            )
+            evaluator.add_event_handler(Events.COMPLETED, to_save["early_stopping"])
+        best, last = create_checkpoints(run_dir / "checkpoints", to_save, trainer)
+        evaluator.add_event_handler(Events.COMPLETED, best)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
         if rank == 0 and cfg.tensorboard.enabled:
             from trainer.handlers.tensorboard import TensorBoardViews
 
@@ -249,7 +266,12 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
     finally:
         if views:
             views.close()
+        if claim is not None:
+            os.close(claim)
     idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
+    if stop.requested:  # a signal after the training's end, which the export did not stop for
+        logger.info(f"Stopped after the training had ended: the run is finished and exported to {run_dir / 'model.pt'}")
+        return stop.exit_code
     return 0
 
 
