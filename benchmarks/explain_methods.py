@@ -59,24 +59,19 @@ def tiles_of(photos: list[Path]) -> list[tuple[Path, Image.Image, np.ndarray]]:
     return out
 
 
-def logit(classifier: Classifier, x: torch.Tensor, target: int) -> float:
-    with torch.inference_mode():
-        return float(classifier.model(x[None])[0, target])
-
-
 def deletion_drops(
     classifier: Classifier, x: torch.Tensor, heat: torch.Tensor, target: int, rng: np.random.Generator
 ) -> tuple[float, float]:
     """The class logit's fall when the most-credited pixels are blacked out, and when as many garment pixels are."""
     black = classifier.background
     k = round(DELETED * heat.numel())
-    before = logit(classifier, x, target)
+    before = float(logits_of(classifier, x)[target])
     ranked = x.clone()
     ranked.view(-1)[heat.flatten().argsort(descending=True)[:k]] = black
     garment = (x.view(-1) > black).nonzero().flatten().numpy()
     random = x.clone()
     random.view(-1)[torch.from_numpy(rng.choice(garment, min(k, len(garment)), replace=False))] = black
-    return before - logit(classifier, ranked, target), before - logit(classifier, random, target)
+    return before - float(logits_of(classifier, ranked)[target]), before - float(logits_of(classifier, random)[target])
 
 
 def measure(classifier: Classifier, tiles: list[tuple[Path, Image.Image, np.ndarray]]) -> dict[str, dict[str, float]]:
@@ -146,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(p, argv)
     torch.set_num_threads(1)  # as demo/app.py serves
     info = machine()
+    classifiers = [Classifier(Path(c)) for c in args.checkpoint]  # a bad model file is said before the photos are cut out
     tiles = tiles_of(real_photos(args.photos, QUICK_PER_GROUP if args.quick else PER_GROUP))
     if not tiles:  # the medians below have nothing to take
         raise UserError(f"{args.photos} has no photo to explain: its manifest lists no photo of a garment that can be read")
-    classifiers = [Classifier(Path(c)) for c in args.checkpoint]
     models = {str(c.path): {"arch": c.meta["arch"], "methods": measure(c, tiles)} for c in classifiers}
     contact_sheet(classifiers, tiles_of(real_photos(args.photos, 1)), args.out / "explain_methods.png")
     report: dict[str, Any] = {"machine": info, "quick": args.quick, "photos": len(tiles), "models": models}

@@ -65,10 +65,12 @@ def test_bad_numbers_are_refused_when_parsing(tmp_path, name, args, wrong):
     assert not (tmp_path / "out").exists(), "refused before --out was made"
 
 
-def test_explaining_a_folder_without_photos_is_one_sentence(tmp_path):
+def test_explaining_a_folder_without_photos_is_one_sentence(tmp_path, trained_run):
     photos = tmp_path / "photos"
     (photos / "Shirt").mkdir(parents=True)
-    explain = ("explain_methods", "--out", str(tmp_path / "out"), "--photos", str(photos), "--checkpoint", "model.pt")
+    no_model = ("explain_methods", "--out", str(tmp_path / "out"), "--photos", str(photos), "--checkpoint", "model.pt")
+    assert last_line(run_benchmark(*no_model)) == "error: model file model.pt does not exist", "said before the photos"
+    explain = (*no_model[:-1], str(trained_run / "model.pt"))
     assert last_line(run_benchmark(*explain)) == (f"error: no MANIFEST.tsv in {photos}: point --photos at a folder "
                                                   "of real photos with its manifest")
     (photos / "Shirt" / "a.png").write_text("not a picture")
