@@ -259,6 +259,24 @@ def test_a_blank_picture_is_still_refused(colour):
         cut_out(Image.fromarray(noisy))
 
 
+def blank_sheet(light: np.ndarray, noise: float) -> Image.Image:
+    """A blank sheet of paper photographed: the light across it and the sensor's noise, saved as a phone saves it."""
+    pixels = np.clip(np.repeat(light[..., None], 3, 2) + np.random.default_rng(0).normal(0, noise, (*light.shape, 3)), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "JPEG", quality=85)
+    return open_image(buffer.getvalue())
+
+
+@pytest.mark.parametrize("light, noise", [("gradient", 0), ("vignette", 0), ("flat", 8), ("gradient", 4)])
+def test_a_blank_sheet_under_uneven_light_is_refused_not_classified(light, noise):
+    """Before, a lamp's gradient or a lens's vignette passed the range check, and the middle of the sheet was
+    classified ("Bag, 98% sure")."""
+    y, x = np.mgrid[0:480, 0:640] / np.array([480, 640])[:, None, None]
+    lights = {"gradient": 240 - 40 * x, "vignette": 235 - 20 * ((2 * x - 1) ** 2 + (2 * y - 1) ** 2), "flat": 220 + 0 * x}
+    with pytest.raises(ImageError, match="it looks blank"):
+        cut_out(blank_sheet(lights[light], noise))
+
+
 def test_preprocess_and_naive_shapes_and_normalisation():
     picture = photo(3)
     for fn in (preprocess, naive_preprocess):

@@ -43,7 +43,11 @@ def load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
         raise ModelFileError(f"model file {path} does not match its architecture: {reason}") from None
-    model = fuse(model.eval()).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        outputs = model.eval()(torch.zeros(1, 1, 28, 28)).shape[1]
+    if len(payload["class_names"]) != outputs:
+        raise ModelFileError(f"model file {path} names {len(payload['class_names'])} classes for a network of {outputs} outputs")
+    model = fuse(model).to(memory_format=torch.channels_last)
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
 
 
@@ -56,11 +60,9 @@ def check_metadata(path: Path, payload: dict[str, Any]) -> None:
     missing = [key for key in ("arch", "arch_kwargs", "state_dict", "class_names", "mean", "std") if key not in payload]
     if missing:
         raise ModelFileError(f"model file {path} lacks {', '.join(missing)}: it is not a whole model.pt of this project")
-    kwargs = payload["arch_kwargs"]
-    names, outputs = payload["class_names"], kwargs.get("num_classes") if isinstance(kwargs, dict) else None
-    if not isinstance(names, list) or len(names) != outputs or not all(isinstance(name, str) for name in names):
-        raise ModelFileError(f"model file {path} names {len(names) if isinstance(names, list) else 'no'} classes for a "
-                             f"network of {outputs} outputs")
+    names = payload["class_names"]
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ModelFileError(f"model file {path} has class_names that are not a list of names")
     numbers = [payload[key] for key in ("temperature", "photo_temperature") if key in payload]
     numbers += [value for key in ("mean", "std") for value in (payload[key] if isinstance(payload[key], list) else [None])]
     if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):

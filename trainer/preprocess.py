@@ -45,6 +45,10 @@ OPEN_RADIUS, CLOSE_RADIUS = 1, 2  # `_clean`'s opening and closing, by squares o
 # pixel beyond: its result over a box this much wider than theirs is its result over the whole picture
 CLEAN_REACH = CLOSE_RADIUS + 1
 BLANK_RANGE = 10.0  # a picture whose luminance and colour vary less than this (of 255) is blank
+# ... and one that varies less than this from its fitted background: a blank sheet under a lamp's gradient or a lens's
+# vignette (1-10 on drawn ones; the 990 real photos: 54 at least, docs/reliability.md)
+BLANK_RESIDUAL = 20.0
+BLANK = "No garment could be told apart from the background in this picture: it looks blank."
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # pixels touching diagonally are one garment
@@ -258,8 +262,11 @@ def cut_out(image: Image.Image) -> Cutout:
     low, high = np.percentile(feats[0, ::2, ::2], (1, 99))  # every other pixel: the same range in a quarter of the time
     chroma = feats[1:]
     if float(high - low) < BLANK_RANGE and float(np.abs(chroma - np.median(chroma, axis=(1, 2))[:, None, None]).max()) < BLANK_RANGE:
-        raise ImageError("No garment could be told apart from the background in this picture: it looks blank.")
+        raise ImageError(BLANK)
     background, sigma = _fit_background(feats)
+    low, high = np.percentile(feats[:, ::2, ::2] - background[:, ::2, ::2], (1, 99), axis=(1, 2))
+    if float((high - low).max()) < BLANK_RESIDUAL:
+        raise ImageError(BLANK)
     scaled = (feats - background) / sigma
     scaled *= scaled
     distance2 = scaled.sum(axis=0)
