@@ -113,6 +113,15 @@ def verdict(prediction: Prediction) -> str:
     return text
 
 
+def in_words(classifier: Classifier, photo: str | bytes | None) -> str:
+    """The words under the answer for the photo the input holds: none for a photo refused, whose own answer says why
+    (one uploaded while another's answer was coming)."""
+    try:
+        return verdict(classifier.classify_file(photo)) if photo else ""
+    except ImageError:
+        return ""
+
+
 def model_card(classifier: Classifier) -> str:
     meta = classifier.meta
     views = meta.get("test_accuracy_views")  # model.pt files older than it: the single-view figure only
@@ -155,7 +164,7 @@ def build_app(classifier: Classifier) -> gr.Blocks:
             log.exception("classifying an upload failed")
             raise refuse(UNEXPECTED) from None
         tile = Image.fromarray(prediction.seen).resize((SEEN_SIZE, SEEN_SIZE), Image.Resampling.NEAREST)
-        return prediction.probabilities, save_result(tile, seen.GRADIO_CACHE), image  # the photo these answers are for
+        return prediction.probabilities, save_result(tile, seen.GRADIO_CACHE)
 
     examples_dir = classifier.path.parent / "examples"
     examples = sorted(str(p) for p in examples_dir.glob("*.png"))
@@ -171,17 +180,17 @@ def build_app(classifier: Classifier) -> gr.Blocks:
                 label = gr.Label(num_top_classes=3, label="Top 3 classes", elem_id="prediction")
                 answer = gr.Markdown(elem_id="verdict")
                 seen = gr.Image(label="What the model sees (28x28, enlarged)", interactive=False, height=SEEN_SIZE)
-        # The answer's words and its explanation are for the photo classified, which the input may no longer hold
-        # (another was uploaded meanwhile); a photo uploaded while one is classified is classified next, not dropped.
-        classified = gr.State()
-        gr.on([image.upload, button.click], predict, inputs=image, outputs=[label, seen, classified], api_name="predict",
+        # A photo uploaded while another is classified is classified next, not dropped: the answer's words and its
+        # explanation, which read the photo input, end with the answer of the photo it holds. (Not a gr.State of the
+        # photo classified: any State makes each client hold a heartbeat connection open, and a server stopped while
+        # one is open cannot finish its shutdown in Gradio's 5 s, which deletes the uploads.)
+        gr.on([image.upload, button.click], predict, inputs=image, outputs=[label, seen], api_name="predict",
               trigger_mode="always_last", concurrency_id=MODEL_SLOTS)
-        label.change(lambda photo: verdict(classifier.classify_file(photo)) if photo else "", inputs=classified,
-                     outputs=answer, api_visibility="private", concurrency_id=MODEL_SLOTS)
-        add_explanation(classifier, image, classified, label)
+        label.change(lambda photo: in_words(classifier, photo), inputs=image, outputs=answer, api_visibility="private",
+                     concurrency_id=MODEL_SLOTS)
+        add_explanation(classifier, image, label)
         if examples:
-            gr.Examples(examples, inputs=image, outputs=[label, seen, classified], fn=predict, run_on_click=True,
-                        cache_examples=False)
+            gr.Examples(examples, inputs=image, outputs=[label, seen], fn=predict, run_on_click=True, cache_examples=False)
         gr.Markdown(model_card(classifier), elem_id="model-card")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app
@@ -196,7 +205,7 @@ EXPLAIN_LEGEND = (
 )
 
 
-def add_explanation(classifier: Classifier, image: gr.Image, classified: gr.State, label: gr.Label) -> None:
+def add_explanation(classifier: Classifier, image: gr.Image, label: gr.Label) -> None:
     """The "why this answer?" row: once a prediction is shown, the evidence for its top class over the tile and over
     the photo; the dropdown asks for any other class's.  A separate endpoint (/explain) that runs after /predict
     has answered, so the prediction stays as it was and as fast."""
@@ -223,6 +232,6 @@ def add_explanation(classifier: Classifier, image: gr.Image, classified: gr.Stat
             target = gr.Dropdown(classifier.class_names, value=None, label="Evidence for the class", elem_id="explain-class")
             gr.Markdown(EXPLAIN_LEGEND)
     outputs = [tile_map, photo_map, target]
-    label.change(lambda photo: explain(photo, None), inputs=classified, outputs=outputs, api_visibility="private",
+    label.change(lambda photo: explain(photo, None), inputs=image, outputs=outputs, api_visibility="private",
                  concurrency_id=MODEL_SLOTS)
     target.input(explain, inputs=[image, target], outputs=outputs, api_name="explain", concurrency_id=MODEL_SLOTS)

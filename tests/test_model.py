@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from trainer.config import load_config
+from trainer.data import CLASS_NAMES, MEAN, STD
 from trainer.export import load_model_file, save_model_file
 from trainer.model import MODELS, UnknownModelError, build_model
 
@@ -125,7 +126,8 @@ def test_a_model_file_loads_for_inference_with_the_network_s_outputs(tmp_path, n
         if isinstance(module, torch.nn.BatchNorm2d):
             torch.nn.init.uniform_(module.weight, 0.5, 2.0)
             torch.nn.init.uniform_(module.bias, -1.0, 1.0)
-    save_model_file(tmp_path / "model.pt", model, {"arch": name, "arch_kwargs": kwargs})
+    meta = {"arch": name, "arch_kwargs": kwargs, "class_names": list(CLASS_NAMES), "mean": [MEAN], "std": [STD]}
+    save_model_file(tmp_path / "model.pt", model, meta)
     loaded, meta = load_model_file(tmp_path / "model.pt")
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
