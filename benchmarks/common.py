@@ -16,7 +16,7 @@ import torch
 
 from trainer.config import DataConfig
 from trainer.engines import cpu_has_bf16
-from trainer.errors import UserError
+from trainer.errors import UserError, fail
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -74,8 +74,7 @@ def entry(main: Callable[[], int]) -> None:
     except (UserError, OSError) as exc:
         if isinstance(exc, BenchmarkError) and exc.output:
             print(exc.output, file=sys.stderr)
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
+        code = fail(exc)
     sys.exit(code)
 
 

@@ -114,7 +114,7 @@ def square(image: Image.Image, side: int) -> Image.Image:
 
 def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.Image, np.ndarray]], path: Path) -> None:
     """One row per photo: the photo, its tile, then each model's map from each method over the tile."""
-    from trainer.handlers.figures import image_grid_figure
+    from trainer.handlers.figures import image_grid_figure, rgb_batch
 
     cells, titles = [], []
     for photo_path, image, tile in tiles:
@@ -128,8 +128,7 @@ def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.I
             for method in METHODS:
                 cells.append(overlay(seen, attribute_views(classifier.model, x, target, black, method, PHOTO_SIZES).numpy()))
                 titles.append(f"{classifier.meta['arch']}: {SHORT[method]}\n→ {classifier.class_names[target]}")
-    images = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) / 255 for c in cells])).permute(0, 3, 1, 2)
-    fig = image_grid_figure(images, titles, ncols=2 + len(classifiers) * len(METHODS), title="Attribution methods on real photos")
+    fig = image_grid_figure(rgb_batch(cells), titles, ncols=2 + len(classifiers) * len(METHODS), title="Attribution methods on real photos")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
 

@@ -13,7 +13,7 @@ from types import FrameType
 
 import torch
 
-from trainer.errors import UserError
+from trainer.errors import UserError, fail
 from trainer.predict import MODEL_ENV, Classifier, resolve_model_path
 
 
@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classifier = Classifier(resolve_model_path(args.checkpoint, args.runs))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     from interface import MAX_UPLOAD, build_app  # demo/interface.py, beside this script
 
     torch.set_num_threads(1)  # one photo is tiny work; threads would only contend across concurrent requests
@@ -50,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # stopped while starting
         pass
     except OSError:  # Gradio's own message names its launch() arguments, which a user of this script does not see
-        print(f"error: cannot serve on {args.host}:{args.port}: the port is taken or {args.host} is not an address of "
-              "this machine; choose another --port or --host", file=sys.stderr)
-        return 2
+        return fail(f"cannot serve on {args.host}:{args.port}: the port is taken or {args.host} is not an address of "
+                    "this machine; choose another --port or --host")
     return 0
 
 

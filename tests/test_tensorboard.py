@@ -37,6 +37,8 @@ def test_per_epoch_scalars_and_learning_rate(events):
     assert lr[0] < 0.6 * lr[peak] and 0.08 < lr[peak] <= 0.1 and lr[-1] < 0.05 * lr[peak], lr
     assert lr[:peak + 1] == sorted(lr[:peak + 1]) and lr[peak:] == sorted(lr[peak:], reverse=True), lr
     assert {"hparams/val_accuracy", "hparams/test_accuracy"} <= set(tags)
+    end = EPOCHS * EPOCH_LENGTH  # the run's final figures at its last step, not at the start of its charts
+    assert [e.step for e in events.Scalars("hparams/test_accuracy")] == [e.step for e in events.Scalars("calibration/test_ece")] == [end]
 
 
 def test_calibration_and_real_photos_are_logged(events):

@@ -111,8 +111,9 @@ def ensure_downloaded(root: str | Path, download: bool) -> None:
         ) from None
 
 
-def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
-    return images_uint8.float().div_(255).sub_(MEAN).div_(STD).unsqueeze(1).contiguous()
+def normalise(images_uint8: torch.Tensor, mean: float = MEAN, std: float = STD) -> torch.Tensor:
+    """(N, H, W) grey levels as the network's (N, 1, H, W) input; the one place it is done, for training and photos."""
+    return images_uint8.float().div_(255).sub_(mean).div_(std).unsqueeze(1).contiguous()
 
 
 # A black pixel as `normalise` makes it, to the last bit: -MEAN / STD, computed in double and rounded once, differs

@@ -11,7 +11,7 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from trainer.config import DEFAULT_CONFIG, load_config
-from trainer.errors import UserError
+from trainer.errors import UserError, fail
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None, process: Callable[[int, DictConfig], Non
 
         return launch(cfg, process or run_process)
     except UserError as exc:  # the config's, or where and how it cannot run (`launch_settings`)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trainer.errors import UserError
+from trainer.errors import UserError, fail
 from trainer.export import load_model_file
 from trainer.preprocess import Cutout, ImageError, cut_out, normalise_tile, open_image
 from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits, photo_logits
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classifier = Classifier(resolve_model_path(args.checkpoint))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     failures = 0
     for path in args.images:
         try:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
+from trainer.data import normalise
 from trainer.errors import UserError
 
 SIZE = 28
@@ -541,7 +542,7 @@ def _main_components(mask: np.ndarray, origin: tuple[int, int] = (0, 0), frame: 
 
 def normalise_tile(tile: np.ndarray, mean: float, std: float) -> torch.Tensor:
     """A 28x28 uint8 tile as the model's input: float32 (1, 28, 28), normalised as in training."""
-    return torch.from_numpy((np.asarray(tile, dtype=np.float32) / 255.0 - mean) / std).unsqueeze(0)
+    return normalise(torch.tensor(np.asarray(tile, dtype=np.uint8))[None], mean, std)[0]
 
 
 def preprocess(image: Image.Image, mean: float, std: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from trainer.config import DEFAULT_CONFIG, load_config
 from trainer.data import check_raw_files, ensure_downloaded
 from trainer.engines import TrainingDiverged
-from trainer.errors import UserError
+from trainer.errors import UserError, fail
 from trainer.handlers.interrupt import GracefulStop
 from trainer.handlers.tensorboard import HPARAM_KEYS, write_hparams
 from trainer.safe_io import atomic_write_json, exclusive
@@ -207,8 +207,7 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
     run_dir, cfg, pruning = folder / f"trial-{trial.number}", None, PruneByTerminating(trial)
     if run_dir.exists():
         study.tell(trial, state=TrialState.FAIL)
-        print(f"error: {run_dir} already exists, from a study in another storage: choose another --study or output.root", file=sys.stderr)
-        return 2
+        return fail(f"{run_dir} already exists, from a study in another storage: choose another --study or output.root")
     try:
         cfg, recipe = trial_config(args, trial, folder)
         trial.set_user_attr("config", recipe)
@@ -227,12 +226,10 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
         return stopped_message(study, trial, getattr(exc, "signum", signal.SIGINT))
     except UserError as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, str(exc))
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     except OSError as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"cannot write: {exc}")
-        print(f"error: cannot write {exc.filename or run_dir}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return fail(f"cannot write {exc.filename or run_dir}: {exc.strerror or exc}", 1)
     except Exception:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, "crashed: see the traceback")
         raise
@@ -296,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         check_raw_files(base.data.root)
         study = open_study(name, args.storage, folder, spec)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     install_stop_handlers()
     try:
         code = run_trials(args, study, spec, folder)
@@ -308,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Study {name} stopped between trials; the same command continues it", file=sys.stderr)
         return 128 + exc.signum
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        print(f"error: no trial of study {name} has completed: see the notes in the table above", file=sys.stderr)
-        return 1
+        return fail(f"no trial of study {name} has completed: see the notes in the table above", 1)
     return 0
 
 

@@ -34,7 +34,7 @@ from trainer.checkpoint import (
 from trainer.config import to_yaml
 from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, grey_image, load_splits
 from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer, unwrap
-from trainer.errors import UserError
+from trainer.errors import UserError, fail
 from trainer.export import save_model_file
 from trainer.handlers.interrupt import GracefulStop
 from trainer.model import build_model
@@ -301,15 +301,12 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
     try:
         code = training(local_rank, cfg)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        code = 2
+        code = fail(exc)
     except KeyboardInterrupt:  # a second Ctrl-C; in a spawned process torch would report it as a success
-        print(f"error: {STOPPED_AT_ONCE}", file=sys.stderr, flush=True)
-        code = 130
+        code = fail(STOPPED_AT_ONCE, 130)
     except OSError as exc:  # the disk filled up or the run directory became unwritable while training
         where = exc.filename or Path(cfg.output.root) / cfg.run.name
-        print(f"error: cannot write {where}: {exc.strerror or exc}; checkpoints already written are intact", file=sys.stderr, flush=True)
-        code = 1
+        code = fail(f"cannot write {where}: {exc.strerror or exc}; checkpoints already written are intact", 1)
     if idist.get_world_size() > 1:
         # The engines' reference cycles keep the DDP model, and with it gloo's worker threads, alive until a cycle
         # collection; at interpreter exit, after Ignite has destroyed the process group, freeing them can abort.
@@ -425,9 +422,7 @@ def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
     except ProcessExitedException as exc:
         return exc.exit_code if exc.exit_code > 0 else 1
     except ProcessRaisedException as exc:
-        print(f"error: a training process failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
-        return 1
+        return fail(f"a training process failed: {str(exc).strip().splitlines()[-1]}", 1)
     except KeyboardInterrupt:
-        print(f"error: {STOPPED_AT_ONCE}", file=sys.stderr)
-        return 130
+        return fail(STOPPED_AT_ONCE, 130)
     return 0

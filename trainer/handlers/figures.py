@@ -60,8 +60,12 @@ def explained_figure(
         cells += [base, overlay(base, a.numpy(), scale=scale), overlay(base, b.numpy(), scale=scale)]
         flat_titles += list(texts)
         colors += ["red", "black", "black"]
-    pixels = torch.from_numpy(np.stack([np.asarray(cell, dtype=np.float32) / 255 for cell in cells])).permute(0, 3, 1, 2)
-    return image_grid_figure(pixels, flat_titles, colors, ncols=12, title=title)
+    return image_grid_figure(rgb_batch(cells), flat_titles, colors, ncols=12, title=title)
+
+
+def rgb_batch(pictures: list[Image.Image]) -> torch.Tensor:
+    """RGB pictures of one size as the (N, 3, H, W) [0, 1] batch `image_grid_figure` draws."""
+    return torch.from_numpy(np.stack([np.asarray(p, dtype=np.float32) / 255 for p in pictures])).permute(0, 3, 1, 2)
 
 
 def confusion_matrix_figure(cm: np.ndarray, class_names: list[str]) -> Figure:

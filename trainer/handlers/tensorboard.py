@@ -49,14 +49,14 @@ def timed(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def write_hparams(writer: SummaryWriter, values: dict, metrics: dict[str, float | None]) -> None:
+def write_hparams(writer: SummaryWriter, values: dict, metrics: dict[str, float | None], step: int | None = None) -> None:
     """HParams written into the run's own event file (not `add_hparams`' extra sub-run), for the HParams tab; a
     metric without a value (a failed trial's) is named, so every run has the same columns, but has no point."""
     for summary in hparams(values, metrics):  # only the metrics' names go into these
         writer._get_file_writer().add_summary(summary)
     for tag, value in metrics.items():
         if value is not None:
-            writer.add_scalar(tag, value)
+            writer.add_scalar(tag, value, step)
 
 
 def most_confident_mistakes(y: torch.Tensor, probs: torch.Tensor, n: int = 16) -> torch.Tensor:
@@ -220,7 +220,8 @@ class TensorBoardViews:
 
     def log_hparams(self, val_accuracy: float, test_accuracy: float) -> None:
         values = {key: OmegaConf.select(self.cfg, key) for key in HPARAM_KEYS}
-        write_hparams(self.writer, values, {"hparams/val_accuracy": val_accuracy, "hparams/test_accuracy": test_accuracy})
+        metrics = {"hparams/val_accuracy": val_accuracy, "hparams/test_accuracy": test_accuracy}
+        write_hparams(self.writer, values, metrics, self.trainer.state.iteration)  # the run's last step, as calibration/*
 
     @timed
     def log_calibration(self, metrics: dict) -> None:
