@@ -199,6 +199,29 @@ def test_a_stop_while_a_finished_trial_is_recorded_ends_the_study_after_recordin
     assert code == 130 and trial.state.name in ("COMPLETE", "PRUNED"), (code, trial.state)
 
 
+def test_a_stop_during_a_trial_s_export_records_the_finished_trial_and_ends_the_study(tiny, tmp_path, monkeypatch):
+    """The trainer hears a signal that lands after the training once its export is done: the trial has finished and
+    is recorded with its value, not as stopped, and the study stops."""
+    import trainer.training
+
+    export = trainer.training.finish_run
+
+    def interrupted_export(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.training, "finish_run", interrupted_export)
+    handlers = {sig: signal.getsignal(sig) for sig in search.STOP_SIGNALS}
+    try:
+        code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", "late",
+                            "--trials", "2", f"output.root={tmp_path}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    [trial] = optuna.load_study(study_name="late", storage=f"sqlite:///{tmp_path / 'late' / 'study.db'}").trials
+    assert code == 143 and trial.state.name == "COMPLETE" and trial.value is not None, (code, trial.state)
+
+
 def test_a_missing_space_file_is_refused(tiny, tmp_path, capsys):
     assert search.main(["--space", str(tmp_path / "nope.yaml"), f"data.root={tiny / 'data'}"]) == 2
     assert "search space" in capsys.readouterr().err and os.listdir(tmp_path) == []

@@ -233,9 +233,10 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
     except Exception:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, "crashed: see the traceback")
         raise
-    if code:  # the trainer's graceful stop: it checkpointed the run and said how to resume it on its own
+    if code and not (run_dir / "metrics.json").is_file():  # the graceful stop in the training: checkpointed, resumable
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, "stopped by the user")
         return stopped_message(study, trial, code - 128)
+    late = late or (code - 128 if code else None)  # a stop after the training: the trial finished, and is recorded so
     metrics = json.loads((run_dir / "metrics.json").read_text())
     state = TrialState.PRUNED if pruning.pruned_at else TrialState.COMPLETE
     conclude(study, trial, run_dir, cfg, state, f"pruned after epoch {pruning.pruned_at}" if pruning.pruned_at else "", metrics)
