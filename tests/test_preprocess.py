@@ -277,6 +277,13 @@ def test_a_blank_sheet_under_uneven_light_is_refused_not_classified(light, noise
         cut_out(blank_sheet(lights[light], noise))
 
 
+def test_a_small_coloured_garment_on_a_sheet_is_not_taken_for_blank():
+    """0.3% of the picture: too few pixels to move the picture's percentiles, but a patch of it stands out."""
+    photo = Image.new("RGB", (640, 480), (245, 245, 245))
+    photo.paste((200, 30, 30), (304, 232, 336, 256))
+    assert cut_out(photo).tile.max() == 255
+
+
 def test_preprocess_and_naive_shapes_and_normalisation():
     picture = photo(3)
     for fn in (preprocess, naive_preprocess):
