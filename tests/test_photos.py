@@ -75,8 +75,8 @@ def test_the_manifest_names_classes_and_photos_that_exist(tmp_path):
     write_manifest(tmp_path, ["a.jpg\tTshirt"], ["a.jpg"])
     with pytest.raises(UserError, match="accepts 'Tshirt', not a Fashion-MNIST class: use T-shirt/top, Trouser"):
         read_manifest(tmp_path)
-    write_manifest(tmp_path, ["a.jpg\tShirt", "typo.jpg\tShirt"], ["a.jpg"])
-    with pytest.raises(UserError, match=f"lists 1 photo\\(s\\) that {tmp_path} does not hold, the first typo.jpg"):
+    write_manifest(tmp_path, ["a.jpg\tShirt", "/no/such/b.jpg\tShirt", "typo.jpg\tShirt"], ["a.jpg"])
+    with pytest.raises(UserError, match=f"lists 2 photo\\(s\\) that {tmp_path} does not hold, the first /no/such/b.jpg"):
         read_manifest(tmp_path)
 
 

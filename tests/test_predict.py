@@ -112,7 +112,10 @@ def test_an_upload_is_decoded_and_classified_once_for_its_answer_verdict_and_exp
     (lambda m: m.pop("class_names"), "lacks class_names: it is not a whole model.pt of this project"),
     (lambda m: m.pop("mean"), "lacks mean: it is not a whole model.pt of this project"),
     (lambda m: m.update(class_names=m["class_names"][:5]), "names 5 classes for a network of 10 outputs"),
-    (lambda m: m.update(temperature="hot"), "has a mean, std or temperature that is not a number"),
+    (lambda m: m.update(temperature="hot"), "needs a mean, and a std and temperatures above 0, each one number"),
+    (lambda m: m.update(temperature=-1.0), "needs a mean, and a std and temperatures above 0, each one number"),
+    (lambda m: m.update(std=[0.0]), "needs a mean, and a std and temperatures above 0, each one number"),
+    (lambda m: m.update(mean=[]), "needs a mean, and a std and temperatures above 0, each one number"),
     (lambda m: m.update(format_version=99), "is of format version 99, which this trainer (version 1) cannot read"),
 ])
 def test_a_model_file_with_metadata_its_readers_cannot_use_is_named(trained_run, tmp_path, edit, message):

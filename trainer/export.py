@@ -63,7 +63,10 @@ def check_metadata(path: Path, payload: dict[str, Any]) -> None:
     names = payload["class_names"]
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ModelFileError(f"model file {path} has class_names that are not a list of names")
-    numbers = [payload[key] for key in ("temperature", "photo_temperature") if key in payload]
-    numbers += [value for key in ("mean", "std") for value in (payload[key] if isinstance(payload[key], list) else [None])]
-    if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
-        raise ModelFileError(f"model file {path} has a mean, std or temperature that is not a number")
+    def number(value: Any, positive: bool) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (value > 0 or not positive)
+
+    one = {key: payload[key][0] if isinstance(payload[key], list) and len(payload[key]) == 1 else None for key in ("mean", "std")}
+    scales = [one["std"], *(payload[key] for key in ("temperature", "photo_temperature") if key in payload)]
+    if not number(one["mean"], positive=False) or not all(number(value, positive=True) for value in scales):
+        raise ModelFileError(f"model file {path} needs a mean, and a std and temperatures above 0, each one number")

@@ -50,9 +50,9 @@ def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path
         raise UserError(f"{manifest} accepts {', '.join(map(repr, unknown))}, not a Fashion-MNIST class: use {', '.join(CLASS_NAMES)}")
     # In the classes' own order, so that a group is one group however a line spells it ("Sneaker|Sandal|...").
     rows = [(folder / row["path"], sorted(accept, key=CLASS_NAMES.index)) for row, accept in zip(listed, accepted)]
-    missing = [path for path, _ in rows if not path.is_file()]
+    missing = [row["path"] for row, (path, _) in zip(listed, rows) if not path.is_file()]
     if missing:
-        raise UserError(f"{manifest} lists {len(missing)} photo(s) that {folder} does not hold, the first {missing[0].relative_to(folder)}")
+        raise UserError(f"{manifest} lists {len(missing)} photo(s) that {folder} does not hold, the first {missing[0]}")
     if per_group:  # the first by path of each group: the same photos whatever the manifest's order
         taken: Counter = Counter()
         rows = [row for row in sorted(rows) if taken.update(["|".join(row[1])]) or taken["|".join(row[1])] <= per_group]
