@@ -264,10 +264,12 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
                 logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
             logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
     finally:
-        if views:
-            views.close()
-        if claim is not None:
-            os.close(claim)
+        try:
+            if views:
+                views.close()
+        finally:
+            if claim is not None:
+                os.close(claim)
     idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
     if stop.requested:  # a signal after the training's end, which the export did not stop for
         logger.info(f"Stopped after the training had ended: the run is finished and exported to {run_dir / 'model.pt'}")
