@@ -32,7 +32,7 @@ from trainer.attribution import METHODS, attribute_views
 from trainer.errors import UserError
 from trainer.heatmap import overlay
 from trainer.photos import read_manifest
-from trainer.predict import DECODE_SIDE, Classifier
+from trainer.predict import DECODE_SIDE, Classifier, resolve_model_path
 from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
 from trainer.views import PHOTO_SIZES
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(p, argv)
     torch.set_num_threads(1)  # as demo/app.py serves
     info = machine()
-    classifiers = [Classifier(Path(c)) for c in args.checkpoint]  # a bad model file is said before the photos are cut out
+    classifiers = [Classifier(resolve_model_path(c)) for c in args.checkpoint]  # a bad model file is said before the photos are cut out
     tiles = tiles_of(real_photos(args.photos, QUICK_PER_GROUP if args.quick else PER_GROUP))
     if not tiles:  # the medians below have nothing to take
         raise UserError(f"{args.photos} has no photo to explain: its manifest lists no photo of a garment that can be read")

@@ -100,7 +100,7 @@ def save_result(image: Image.Image, cache_dir: str, name: str = "seen.png") -> s
 
 def verdict(prediction: Prediction) -> str:
     """The answer in words: the class when the model is sure, else "not sure" and its three best guesses."""
-    top = [(name, f"{math.floor(100 * p)}%") for name, p in prediction.top(3)]  # rounded down: never 60% when below it
+    top = [(name, percent(p)) for name, p in prediction.top(3)]
     if prediction.sure:
         text = f"**{top[0][0]}**, {top[0][1]} sure."
     else:
@@ -111,6 +111,12 @@ def verdict(prediction: Prediction) -> str:
     if prediction.across:
         text += " What stood out from the background runs across the whole picture, as the ground of a landscape does, not like a garment."
     return text
+
+
+def percent(p: float) -> str:
+    """As the bars round it (half up), except that a probability below SURE never reads as SURE: "not sure, 60%"."""
+    shown = math.floor(100 * p + 0.5)
+    return f"{min(shown, round(100 * SURE) - 1) if p < SURE else shown}%"
 
 
 def in_words(classifier: Classifier, photo: str | bytes | None) -> str:
@@ -141,15 +147,13 @@ def model_card(classifier: Classifier) -> str:
 def on_real_photos(classifier: Classifier) -> str:
     """What this model's run measured on real photos (its metrics.json), not the default's figures for any model."""
     try:
-        photos = json.loads((classifier.path.parent / "metrics.json").read_text()).get("real_photos")
-    except (OSError, ValueError, AttributeError):
-        photos = None
-    if not photos:
+        photos = json.loads((classifier.path.parent / "metrics.json").read_text())["real_photos"]
+        sure = photos["sure"]
+        when_sure = f", and on {sure['accuracy']:.0%} of the {sure['share']:.0%} of photos it was sure of" if sure["accuracy"] is not None else ""
+        return (f"On {photos['n']} real photos of clothes (docs/real_photos.md) it was right on {photos['macro_top1']:.0%} "
+                f"(the mean over the kinds of garment){when_sure}.")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not measured, or not as this demo reads it
         return "Its run did not measure it on real photos (docs/real_photos.md measures the default model on them)."
-    sure = photos["sure"]
-    when_sure = f", and on {sure['accuracy']:.0%} of the {sure['share']:.0%} of photos it was sure of" if sure["accuracy"] is not None else ""
-    return (f"On {photos['n']} real photos of clothes (docs/real_photos.md) it was right on {photos['macro_top1']:.0%} "
-            f"(the mean over the kinds of garment){when_sure}.")
 
 
 def build_app(classifier: Classifier) -> gr.Blocks:
@@ -189,8 +193,10 @@ def build_app(classifier: Classifier) -> gr.Blocks:
         label.change(lambda photo: in_words(classifier, photo), inputs=image, outputs=answer, api_visibility="private",
                      concurrency_id=MODEL_SLOTS)
         add_explanation(classifier, image, label)
-        if examples:
-            gr.Examples(examples, inputs=image, outputs=[label, seen], fn=predict, run_on_click=True, cache_examples=False)
+        if examples:  # a click loads the tile, then classifies it as an upload is, in the same slots and order
+            clicked = gr.Examples(examples, inputs=image, cache_examples=False).load_input_event
+            clicked.then(predict, inputs=image, outputs=[label, seen], api_visibility="undocumented",
+                         trigger_mode="always_last", concurrency_id=MODEL_SLOTS)
         gr.Markdown(model_card(classifier), elem_id="model-card")
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return app

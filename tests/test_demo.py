@@ -20,7 +20,7 @@ from tests.helpers import ROOT
 from tests.bad_images import BAD_INPUTS, write_bad_inputs
 from tests.servers import call, demo_client
 from trainer.data import CLASS_NAMES, raw_folder
-from trainer.predict import MODEL_ENV, Classifier
+from trainer.predict import MODEL_ENV, Classifier, Prediction
 from trainer.preprocess import ImageError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -95,6 +95,12 @@ def test_missing_chromium_skips_the_browser_test_except_in_ci(monkeypatch, tmp_p
         require_chromium(str(tmp_path / "chromium"))
 
 
+def first_words(prediction: Prediction) -> str:
+    """How the answer in words begins, its percentage rounded as the bars round it."""
+    name, p = prediction.top(1)[0]
+    return f"{name}, {math.floor(100 * p + 0.5)}% sure." if prediction.sure else "Not sure."
+
+
 def test_real_browser_upload_shows_the_prediction(demo_url, trained_run, test_images, tmp_path):
     demo_checkpoint = trained_run / "model.pt"
     from playwright.sync_api import sync_playwright
@@ -113,8 +119,7 @@ def test_real_browser_upload_shows_the_prediction(demo_url, trained_run, test_im
         prediction = page.locator("#prediction")
         prediction.get_by_text(CLASS_NAMES[label]).first.wait_for(timeout=30_000)
         expected = Classifier(demo_checkpoint).classify_file(path)
-        in_words = f"{expected.top(1)[0][0]}, {math.floor(100 * expected.top(1)[0][1])}% sure." if expected.sure else "Not sure."
-        page.locator("#verdict").get_by_text(in_words).wait_for(timeout=30_000)  # the answer in words, below the bars
+        page.locator("#verdict").get_by_text(first_words(expected)).wait_for(timeout=30_000)  # in words, below the bars
         card = page.locator("#model-card").inner_text()
         meta = Classifier(demo_checkpoint).meta  # the card shows the test accuracy alone and as the demo reads the images
         assert f"{meta['test_accuracy']:.2%}" in card and f"{meta['test_accuracy_views']:.2%} with its mirror image" in card, card
@@ -122,6 +127,11 @@ def test_real_browser_upload_shows_the_prediction(demo_url, trained_run, test_im
         assert f"On {photos['n']} real photos of clothes" in card and f"right on {photos['macro_top1']:.0%}" in card, card
         page.wait_for_timeout(500)
         page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+        example = trained_run / "examples" / "1_Trouser.png"  # a click on an example tile classifies it as an upload is
+        clicked = first_words(Classifier(demo_checkpoint).classify_file(example))
+        assert clicked != first_words(expected), "the words must change for the click to show"
+        page.locator("button.gallery-item", has=page.locator("img[src$='1_Trouser.png']")).click()
+        page.locator("#verdict").get_by_text(clicked).wait_for(timeout=30_000)
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOTS"):
@@ -137,12 +147,12 @@ def test_a_photo_uploaded_during_another_s_answer_is_classified_next_and_shares_
     classifier = Classifier(trained_run / "model.pt")
     app = build_app(classifier)
     events = list(app.fns.values())
-    predict = next(event for event in events if event.api_name == "predict")
-    assert predict.trigger_mode == "always_last"
+    predicts = [event for event in events if event.name == "predict"]
+    assert len(predicts) == 2 and all(event.trigger_mode == "always_last" for event in predicts), "uploads and examples"
     explain = next(event for event in events if event.api_name == "explain")
-    followers = [event for event in events if event.api_visibility == "private" and event.inputs == predict.inputs]
+    followers = [event for event in events if event.api_visibility == "private" and event.inputs == predicts[0].inputs]
     assert len(followers) == 2, "the words and the explanation"
-    assert {event.concurrency_id for event in [predict, explain, *followers]} == {MODEL_SLOTS}
+    assert {event.concurrency_id for event in [*predicts, explain, *followers]} == {MODEL_SLOTS}
     assert not app.config.get("connect_heartbeat"), "no State: a client's open heartbeat would stop the shutdown's clean-up"
     blank = tmp_path / "blank.png"
     Image.new("RGB", (300, 200), (240, 235, 230)).save(blank)
@@ -263,6 +273,9 @@ def test_a_run_directory_is_taken_for_its_model_and_a_folder_without_one_is_name
     predict = [sys.executable, "-m", "trainer.predict", image, "--checkpoint"]
     served = subprocess.run([*predict, str(trained_run)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert served.returncode == 0 and served.stdout.startswith(f"{image}: "), served.stderr[-2000:]
+    from_env = subprocess.run(predict[:-1], cwd=ROOT, env={**os.environ, MODEL_ENV: str(trained_run)}, capture_output=True,
+                              text=True, timeout=120)
+    assert from_env.stdout == served.stdout, from_env.stderr[-2000:]
     empty = subprocess.run([*predict, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and empty.stderr.strip() == (
         f"error: {tmp_path} is a folder without a model.pt: point at a run's model.pt or its run directory"

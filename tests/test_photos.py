@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.real_photos import summary_over_models
+from benchmarks.real_photos import group_label, summary_over_models
 from trainer.data import CLASS_NAMES
 from trainer.errors import UserError
 from trainer.photos import classify_cuts, macro_interval, read_manifest, summarise
@@ -72,6 +72,8 @@ def write_manifest(folder, lines: list[str], photos: list[str]) -> None:
 def test_the_manifest_names_classes_and_photos_that_exist(tmp_path):
     write_manifest(tmp_path, ["a.jpg\tSneaker|Sandal|Ankle boot", "b.jpg\tSandal|Sneaker|Ankle boot"], ["a.jpg", "b.jpg"])
     assert {"|".join(accept) for _, accept in read_manifest(tmp_path)} == {"Sandal|Sneaker|Ankle boot"}, "one group, however spelt"
+    assert [group_label(group) for group in ("Sandal|Sneaker|Ankle boot", "Shirt|Coat", "Shirt")] == [
+        "footwear", "Shirt or Coat", "Shirt"]
     write_manifest(tmp_path, ["a.jpg\tTshirt"], ["a.jpg"])
     with pytest.raises(UserError, match="accepts 'Tshirt', not a Fashion-MNIST class: use T-shirt/top, Trouser"):
         read_manifest(tmp_path)
