@@ -280,3 +280,13 @@ def test_a_run_directory_is_taken_for_its_model_and_a_folder_without_one_is_name
     assert empty.returncode == 2 and empty.stderr.strip() == (
         f"error: {tmp_path} is a folder without a model.pt: point at a run's model.pt or its run directory"
     )
+
+
+@pytest.mark.parametrize("metrics", ['{"real_photos": {"n": 990, "macro_top1": 0.66}}', '{"real_photos": "n/a"}', "not json", None])
+def test_a_model_card_without_readable_photo_figures_says_so(trained_run, tmp_path, metrics):
+    from demo.interface import model_card
+
+    shutil.copy(trained_run / "model.pt", tmp_path / "model.pt")
+    if metrics is not None:
+        (tmp_path / "metrics.json").write_text(metrics)
+    assert "Its run did not measure it on real photos" in model_card(Classifier(tmp_path / "model.pt"))
