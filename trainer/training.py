@@ -107,18 +107,12 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         claim = os.open(run_dir, os.O_RDONLY)
-    except OSError as exc:
-        raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
-    try:
         try:
             fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"run directory {run_dir} is in use by another run now: choose another run.name") from None
-        if holds_run(run_dir) and not continued:
-            hint = (f"choose a new run.name to continue {cfg.resume} in" if cfg.resume
-                    else "choose another run.name, or resume it with resume=CHECKPOINT")
-            raise UserError(f"run directory {run_dir} already holds a run: {hint}")
-        try:
+            if holds_run(run_dir) and not continued:
+                hint = (f"choose a new run.name to continue {cfg.resume} in" if cfg.resume
+                        else "choose another run.name, or resume it with resume=CHECKPOINT")
+                raise UserError(f"run directory {run_dir} already holds a run: {hint}")
             if not continued:
                 clear_unfinished_start(run_dir)
             (run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -126,11 +120,13 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
                 tempfile.TemporaryFile(dir=run_dir).close()
             else:
                 write_config(cfg, run_dir)
-        except OSError as exc:
-            raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
-    except BaseException:
-        os.close(claim)
-        raise
+        except BaseException:
+            os.close(claim)
+            raise
+    except BlockingIOError:  # the lock is held
+        raise UserError(f"run directory {run_dir} is in use by another run now: choose another run.name") from None
+    except OSError as exc:
+        raise UserError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
     return run_dir, claim
 
 
