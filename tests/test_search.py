@@ -179,6 +179,18 @@ def test_bad_input_is_one_sentence_and_exit_2_before_any_training(tiny, tmp_path
     assert not list(tmp_path.glob("runs/*/trial-*"))
 
 
+def two_trials_in_this_process(tiny: Path, folder: Path, name: str) -> tuple[int, list[optuna.trial.FrozenTrial]]:
+    """`search.main` in the test's own process, where a test can reach into it; its signal handlers put back after."""
+    handlers = {sig: signal.getsignal(sig) for sig in search.STOP_SIGNALS}
+    try:
+        code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", name,
+                            "--trials", "2", f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return code, optuna.load_study(study_name=name, storage=f"sqlite:///{folder / name / 'study.db'}").trials
+
+
 def test_a_stop_while_a_finished_trial_is_recorded_ends_the_study_after_recording_it(tiny, tmp_path, monkeypatch):
     """Ctrl-C in the moment between a trial's end and its record: the trial is told first, then the study stops."""
     record = search.conclude
@@ -188,14 +200,7 @@ def test_a_stop_while_a_finished_trial_is_recorded_ends_the_study_after_recordin
         record(*args, **kwargs)
 
     monkeypatch.setattr(search, "conclude", interrupted_conclude)
-    handlers = {sig: signal.getsignal(sig) for sig in search.STOP_SIGNALS}
-    try:
-        code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", "race",
-                            "--trials", "2", f"output.root={tmp_path}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    [trial] = optuna.load_study(study_name="race", storage=f"sqlite:///{tmp_path / 'race' / 'study.db'}").trials
+    code, [trial] = two_trials_in_this_process(tiny, tmp_path, "race")
     assert code == 130 and trial.state.name in ("COMPLETE", "PRUNED"), (code, trial.state)
 
 
@@ -211,14 +216,7 @@ def test_a_stop_during_a_trial_s_export_records_the_finished_trial_and_ends_the_
         return export(*args, **kwargs)
 
     monkeypatch.setattr(trainer.training, "finish_run", interrupted_export)
-    handlers = {sig: signal.getsignal(sig) for sig in search.STOP_SIGNALS}
-    try:
-        code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", "late",
-                            "--trials", "2", f"output.root={tmp_path}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    [trial] = optuna.load_study(study_name="late", storage=f"sqlite:///{tmp_path / 'late' / 'study.db'}").trials
+    code, [trial] = two_trials_in_this_process(tiny, tmp_path, "late")
     assert code == 143 and trial.state.name == "COMPLETE" and trial.value is not None, (code, trial.state)
 
 
