@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from ignite.handlers import EMAHandler
 from omegaconf import OmegaConf
 
 from tests.helpers import DATA_ROOT, ROOT, ctrl_c_after, read_metrics, run_trainer, write_idx
+from trainer import training
 from trainer.config import load_config
 from trainer.data import CLASS_NAMES, InMemoryLoader, load_splits
 from trainer.engines import FusedEMAHandler, create_lr_scheduler, create_optimizer, create_trainer
@@ -59,6 +61,26 @@ def test_run_directory_layout(trained_run):
     last = torch.load(trained_run / "checkpoints" / checkpoints[1], weights_only=True)
     assert {"model", "ema_model", "optimizer", "lr_scheduler", "trainer"} <= set(last)
     assert len(list((trained_run / "examples").glob("*.png"))) == len(CLASS_NAMES)
+
+
+def test_runs_started_in_the_same_second_each_get_a_run_directory_of_their_own(tmp_path, monkeypatch):
+    """`for seed in 0 1 2; do python -m trainer.main seed=$seed & done` names three runs in one second."""
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 5, 12, 0, 0)
+
+    monkeypatch.setattr(training, "datetime", Frozen)
+    monkeypatch.delenv("RANK", raising=False)
+    configs = [load_config(overrides=[f"output.root={tmp_path}"]) for _ in range(3)]
+    for cfg in configs:
+        training.name_run(cfg)
+    names = [cfg.run.name for cfg in configs]
+    assert names == ["20261205-120000-lenet5", "20261205-120000-lenet5-2", "20261205-120000-lenet5-3"]
+    claims = [training.prepare_run_dir(cfg)[1] for cfg in configs]  # each one's own directory, none in use by another
+    for claim in claims:
+        os.close(claim)
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
 
 
 def test_model_file_is_plain_and_reproduces_the_test_accuracy(trained_run, data_root):

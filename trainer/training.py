@@ -78,9 +78,17 @@ def name_run(cfg: DictConfig) -> None:
         return
     stamp, suffix = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}", 1
     cfg.run.name = stamp
-    while (Path(cfg.output.root) / cfg.run.name).exists():
-        suffix += 1
-        cfg.run.name = f"{stamp}-{suffix}"
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone takes the name: the others share its second
+        return
+    while True:  # runs started in the same second each take a name of their own: creating the directory is the claim
+        try:
+            (Path(cfg.output.root) / cfg.run.name).mkdir(parents=True)
+            return
+        except FileExistsError:
+            suffix += 1
+            cfg.run.name = f"{stamp}-{suffix}"
+        except OSError:  # prepare_run_dir says why the place cannot be written
+            return
 
 
 def holds_run(run_dir: Path) -> bool:
