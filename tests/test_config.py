@@ -7,6 +7,8 @@ import torch
 
 from tests.helpers import NO_NETWORK, ROOT, run_trainer, write_idx
 from trainer.config import ConfigError, load_config
+from trainer.model import UnknownModelError
+from trainer.training import build_network
 
 
 def test_default_config_and_overrides(monkeypatch):
@@ -69,10 +71,34 @@ def assert_refused(result, message: str) -> None:
         (["train.lr=${nope}"], "Interpolation key 'nope' not found"),
         (["model.kwargs=[1]"], "a list given where a mapping belongs"),
         (["model.kwargs.dropout=1.0"], "dropout must be a share of at least 0 and below 1 (got 1.0)"),
+        (["model.kwargs.num_classes=5"], "model.kwargs.num_classes is the trainer's to set"),
+        (["model.kwargs.conv1_padding=true"], "conv1_padding must be 0-2 (got True)"),
+        (["model.name=resnet"], "unknown model 'resnet'"),
     ],
 )
 def test_command_refuses_bad_input(args, message, tmp_path):
     assert_refused(run_trainer(f"output.root={tmp_path}", *args), message)
+    assert not any(tmp_path.iterdir()), "refused before a run directory is made"
+
+
+def test_overrides_mean_what_was_typed():
+    """YAML reads 0101 as 65 and `yes` as true; OmegaConf merges a mapping into the file's rather than replacing it."""
+    assert [load_config(overrides=[f"run.name={name}"]).run.name for name in ("0101", "yes", "1e5", "'007'")] == [
+        "0101", "yes", "1e5", "007"]
+    assert load_config(overrides=["run.name=null"]).run.name is None
+    assert load_config(overrides=["seed=12", "run.name=s${seed}"]).run.name == "s12"
+    with pytest.raises(UnknownModelError, match=re.escape("'conv1' (model.kwargs={...} on the command line replaces")):
+        build_network(load_config(overrides=["model.name=small_cnn"]))  # the default's LeNet-5 arguments
+    small = load_config(overrides=["model.name=small_cnn", "model.kwargs={}", "model.kwargs.width=8"])
+    assert small.model.kwargs == {"width": 8} and build_network(small).block1[0].out_channels == 8
+    assert load_config(overrides=["model.kwargs.conv1=8"]).model.kwargs.conv2 == 48, "a key of the mapping still merges"
+
+
+def test_numbers_in_exponent_form_are_numbers_in_files_too(tmp_path):
+    """PyYAML reads `1e-1` as text: the schema's float keys would convert it, model.kwargs and search spaces not."""
+    (tmp_path / "c.yaml").write_text("model: {kwargs: {dropout: 1e-1}}\ntrain: {lr: 1.0e-1, weight_decay: 5e-4}\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.model.kwargs.dropout, cfg.train.lr, cfg.train.weight_decay) == (0.1, 0.1, 0.0005)
 
 
 def test_command_refuses_missing_and_malformed_config_files(tmp_path):

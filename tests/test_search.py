@@ -165,6 +165,8 @@ def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
         ("space:\n  train.max_epochs: {type: float, low: 1.5, high: 3.0}\n", [], "train.max_epochs=1.5 is refused"),
         ("space: {}\n", [], "needs a non-empty 'space' mapping"),
         ("space:\n  model.kwargs.conv9: {type: int, low: 1, high: 2}\n", [], "model.kwargs.conv9=1 is refused by the trainer"),
+        ("space:\n  model.name: {type: categorical, choices: [lenet5, resnet]}\n", [], "model.name='resnet' is refused by the trainer: unknown model"),
+        ("space:\n  model.kwargs.num_classes: {type: int, low: 5, high: 10}\n", [], "model.kwargs.num_classes is the trainer's to set"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study storage"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "nosuchdb://user:secret@host/db"], "cannot open the study storage nosuchdb://user:***@host/db"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--trials", "0"], "--trials must be at least 1"),
@@ -179,16 +181,30 @@ def test_bad_input_is_one_sentence_and_exit_2_before_any_training(tiny, tmp_path
     assert not list(tmp_path.glob("runs/*/trial-*"))
 
 
-def two_trials_in_this_process(tiny: Path, folder: Path, name: str) -> tuple[int, list[optuna.trial.FrozenTrial]]:
+def two_trials_in_this_process(tiny: Path, folder: Path, name: str, space: Path | None = None) -> tuple[int, list[optuna.trial.FrozenTrial]]:
     """`search.main` in the test's own process, where a test can reach into it; its signal handlers put back after."""
     handlers = {sig: signal.getsignal(sig) for sig in search.STOP_SIGNALS}
     try:
-        code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", name,
+        code = search.main(["--space", str(space or tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", name,
                             "--trials", "2", f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return code, optuna.load_study(study_name=name, storage=f"sqlite:///{folder / name / 'study.db'}").trials
+
+
+def test_values_refused_together_fail_their_trial_and_the_study_goes_on(tiny, tmp_path, capsys):
+    """Each end of each range passes the checks with the other keys as the config has them; together they do not."""
+    space = tmp_path / "space.yaml"
+    space.write_text("space:\n  train.max_epochs: {type: categorical, choices: [1]}\n"
+                     "  train.warmup_epochs: {type: categorical, choices: [2.0]}\n")
+    code, trials = two_trials_in_this_process(tiny, tmp_path, "together", space)
+    out, err = capsys.readouterr()
+    assert code == 1 and "no trial of study together has completed" in err, err
+    assert out.count("failed, the study goes on: train.warmup_epochs=2.0 is longer than train.max_epochs=1") == 2, out
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert trials[0].user_attrs["note"].startswith("refused: train.warmup_epochs=2.0 is longer")
+    assert (tmp_path / "together" / "trials.json").is_file() and not list((tmp_path / "together").glob("trial-*"))
 
 
 def test_a_stop_while_a_finished_trial_is_recorded_ends_the_study_after_recording_it(tiny, tmp_path, monkeypatch):

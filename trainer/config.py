@@ -5,9 +5,10 @@ OmegaConf does the merging and type checking; this module only adds the range ch
 
 import math
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -144,8 +145,10 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key.sub=value")
+    cfg = from_files
     try:
-        cfg = OmegaConf.merge(from_files, OmegaConf.from_dotlist(list(overrides)))
+        for item in overrides:
+            cfg = apply_override(cfg, item)
     except MERGE_ERRORS as exc:
         raise ConfigError(_describe(exc, "the command line")) from None
     try:  # an ${interpolation}, from a file or the command line, is resolved and checked once, here
@@ -154,6 +157,36 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
         raise ConfigError(_describe(exc, "an ${...} interpolation")) from None
     check_ranges(cfg)
     return cfg
+
+
+def apply_override(cfg: DictConfig, item: str) -> DictConfig:
+    """`key=value` merged as OmegaConf reads it, except where that surprises: a string key keeps the text as typed
+    (YAML reads `run.name=0101` as the number 65), and a mapping given for `model.kwargs` replaces the file's rather
+    than merging into it (`model.name=small_cnn model.kwargs={}` drops the default's LeNet-5 arguments)."""
+    key, text = item.split("=", 1)
+    given = OmegaConf.from_dotlist([item])
+    value = OmegaConf.select(given, key, throw_on_resolution_failure=False)
+    if key in STRING_KEYS and value is not None and not isinstance(value, str):
+        OmegaConf.update(given, key, text)
+    node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    if isinstance(value, DictConfig) and isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:
+        OmegaConf.update(cfg, key, value, merge=False)
+        return cfg
+    return OmegaConf.merge(cfg, given)
+
+
+def string_keys(schema: type = Config, prefix: str = "") -> set[str]:
+    """The schema's dotted keys that hold text."""
+    keys = set()
+    for name, kind in get_type_hints(schema).items():
+        if is_dataclass(kind):
+            keys |= string_keys(kind, f"{prefix}{name}.")
+        elif kind in (str, Optional[str]):
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+STRING_KEYS = string_keys()
 
 
 def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
@@ -182,12 +215,23 @@ def read_config_file(path: Path, inside: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(_describe(exc, str(path))) from None
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-4` and `1.0e5` as numbers, as OmegaConf's parser of overrides and YAML 1.2
+    do: PyYAML (YAML 1.1) reads them as text, which the schema's float keys would convert but `model.kwargs` and a
+    search space would not."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """The YAML in `path`, or a ConfigError that names the file as `what` and says what is wrong with it."""
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=YamlLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} {path} is not valid YAML ({type(exc).__name__})") from None
 

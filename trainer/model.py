@@ -33,13 +33,13 @@ class LeNet5(nn.Module):
         _check_dropout(dropout)
         if not isinstance(batch_norm, bool):  # "false" from a YAML string would switch it on
             raise ValueError(f"batch_norm must be true or false (got {batch_norm!r})")
-        if not 0 <= conv1_padding <= 2:
-            raise ValueError(f"conv1_padding must be 0-2 (got {conv1_padding})")
+        if not _whole(conv1_padding) or not 0 <= conv1_padding <= 2:
+            raise ValueError(f"conv1_padding must be 0-2 (got {conv1_padding!r})")
         first_map = 12 + conv1_padding  # 28 + 2 x padding -> conv1 -> pool
-        if not 1 <= conv2_kernel < first_map:
+        if not _whole(conv2_kernel) or not 1 <= conv2_kernel < first_map:
             raise ValueError(
                 f"conv2_kernel must be 1-{first_map - 1} for a {first_map}x{first_map} input to the second convolution "
-                f"(got {conv2_kernel})"
+                f"(got {conv2_kernel!r})"
             )
         self.conv1 = nn.Conv2d(1, conv1, 5, padding=conv1_padding)
         self.pool = nn.MaxPool2d(2, 2)
@@ -64,10 +64,15 @@ class LeNet5(nn.Module):
         return self.fc3(_optional(self.dropout, self.features(x)))
 
 
+def _whole(value: Any) -> bool:
+    """An int and not a bool: `true` passes a range check as 1, then fails deep in the first forward pass."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_channels(**counts: int) -> None:
     """PyTorch builds a layer of 0 channels and only fails on the first batch: refuse it while the model is built."""
     for name, count in counts.items():
-        if not isinstance(count, int) or count < 1:
+        if not _whole(count) or count < 1:
             raise ValueError(f"{name} must be a whole number of channels, at least 1 (got {count!r})")
 
 
@@ -127,4 +132,5 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     try:
         return MODELS[name](**kwargs)
     except (TypeError, ValueError) as exc:  # an unknown keyword, or a value out of range such as dropout 1.5
-        raise UnknownModelError(f"model {name!r} cannot be built from these model.kwargs: {exc}") from None
+        hint = " (model.kwargs={...} on the command line replaces a config file's)" if isinstance(exc, TypeError) else ""
+        raise UnknownModelError(f"model {name!r} cannot be built from these model.kwargs: {exc}{hint}") from None

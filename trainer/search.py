@@ -37,7 +37,7 @@ from trainer.handlers.tensorboard import HPARAM_KEYS, write_hparams
 from trainer.safe_io import atomic_write_json, exclusive
 from trainer.search_report import write_report
 from trainer.search_space import SearchSpec, as_override, load_spec
-from trainer.training import launch_settings, training
+from trainer.training import build_network, launch_settings, training
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search" / "lenet.yaml"
 DEFAULT_TRIALS = 20  # when neither --trials nor --timeout is given
@@ -48,6 +48,11 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # what stops a study: Ctrl-C and
 
 class SearchError(UserError):
     pass
+
+
+class TrialRefused(UserError):
+    """A trial's values that the trainer refuses together, though each end of each range passed alone (a warm-up
+    longer than the epochs): the trial fails, the study goes on."""
 
 
 class Stopped(Exception):
@@ -166,7 +171,11 @@ def take_back_signals(held: HeldStop) -> int | None:
 
 def trial_config(args: argparse.Namespace, trial: Trial, folder: Path) -> tuple[DictConfig, dict]:
     """The trial's run config, and its recipe: the same keys minus where it ran, for `trainer.main --config`."""
-    cfg = load_config(args.config, [*args.overrides, *(as_override(key, value) for key, value in trial.params.items())])
+    try:
+        cfg = load_config(args.config, [*args.overrides, *(as_override(key, value) for key, value in trial.params.items())])
+        build_network(cfg)
+    except UserError as exc:
+        raise TrialRefused(str(exc)) from None
     recipe = OmegaConf.to_container(cfg, resolve=True)
     for key in ("run", "output", "resume"):
         del recipe[key]
@@ -221,6 +230,10 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"diverged: {exc}")
         print(f"Trial {trial.number} failed, the study goes on: {exc}", flush=True)
         return 128 + late if late else 0
+    except TrialRefused as exc:
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"refused: {exc}")
+        print(f"Trial {trial.number} ({describe(trial.params)}) failed, the study goes on: {exc}", flush=True)
+        return 0
     except (Stopped, KeyboardInterrupt) as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, "stopped by the user")
         return stopped_message(study, trial, getattr(exc, "signum", signal.SIGINT))

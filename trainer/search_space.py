@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from trainer.config import load_config, read_yaml
 from trainer.errors import UserError
-from trainer.model import build_model
+from trainer.training import build_network
 
 PRUNERS = {
     "median": optuna.pruners.MedianPruner,
@@ -115,10 +115,8 @@ def check_key(
         if isinstance(node, DictConfig):
             raise SearchSpaceError(f"search space {path}: {key} is a section of the config, not a key: search one of its keys")
     for value in corner_values(distribution):
-        try:
-            cfg = load_config(config, [*overrides, as_override(key, value)])
-            if key.startswith("model.kwargs."):  # no schema checks these: the network itself must take them
-                build_model(cfg.model.name, **cfg.model.kwargs)
+        try:  # no schema checks model.*: the network itself must take them
+            build_network(load_config(config, [*overrides, as_override(key, value)]))
         except UserError as exc:
             raise SearchSpaceError(f"search space {path}: {key}={value!r} is refused by the trainer: {exc}") from None
 

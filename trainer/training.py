@@ -59,8 +59,16 @@ def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoade
     return splits, train, val, test
 
 
+def build_network(cfg: DictConfig) -> nn.Module:
+    """The config's network, one output per class: built once before the run as its check, so that a mistaken
+    model.* ends at once instead of after the data are loaded and the run directory is made."""
+    if "num_classes" in cfg.model.kwargs:
+        raise UserError("model.kwargs.num_classes is the trainer's to set (one output per class of Fashion-MNIST): drop it")
+    return build_model(cfg.model.name, num_classes=len(CLASS_NAMES), **cfg.model.kwargs)
+
+
 def initialize(cfg: DictConfig, epoch_length: int) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module, PiecewiseLinear]:
-    model = build_model(cfg.model.name, num_classes=len(CLASS_NAMES), **cfg.model.kwargs)
+    model = build_network(cfg)
     # Channels-last weights let oneDNN pick faster convolution kernels: about 20% per step for LeNet-5 on CPU.
     model = idist.auto_model(model.to(memory_format=torch.channels_last))
     optimizer = idist.auto_optim(create_optimizer(model, cfg))
@@ -414,9 +422,10 @@ def launch_settings(cfg: DictConfig) -> dict:
 
 
 def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
-    """Check where and how to run (a `UserError` if it cannot), then run `process` in each of the processes
-    `launch_settings` asks for; returns the exit code."""
+    """Check where and how to run, and the network (a `UserError` if it cannot), then run `process` in each of the
+    processes `launch_settings` asks for; returns the exit code."""
     settings = launch_settings(cfg)
+    build_network(cfg)
     name_run(cfg)
     if settings["nproc_per_node"]:  # the spawned processes handle Ctrl-C themselves: checkpoint, then exit
         signal.signal(signal.SIGINT, signal.SIG_IGN)
