@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainer.calibration import collect_logits, expected_calibration_error, fit_temperature, logits_ece
+from trainer.calibration import calibrate, collect_logits, expected_calibration_error, fit_temperature, logits_ece
 from trainer.views import (
-    PHOTO_SIZES, THINNED_SIZES, TIGHTER_SIZES, averaged_logits, averaged_maps, photo_logits, shrunk, thinned, views,
+    PHOTO_SIZES, THINNED_SIZES, TIGHTER_SIZES, TILE_SIZES, averaged_logits, averaged_maps, photo_logits, shrunk, thinned,
+    views,
 )
 
 
@@ -40,6 +41,34 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(confidence, right) == 0.5 * 0.4 + 0.5 * 0.3
     # 0.61 (right) and 0.69 (wrong) fall in two of the 15 bins; sharing one, as 10 bins would, they would give 0.15
     assert expected_calibration_error(np.array([0.61, 0.69]), np.array([1, 0])) == pytest.approx(0.5 * 0.39 + 0.5 * 0.69)
+
+
+def test_calibrate_fits_the_temperature_on_validation_and_judges_it_on_the_test_set():
+    """Validation labels drawn from softmax(logits / 2), test labels from softmax(logits): fitted on validation, the
+    temperature is 2, and the test set's error is that of T = 2 on its own logits (fitted on the test set, T is 1)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    nn.init.normal_(model[1].weight, std=0.1)
+    images = torch.randn(2, 20_000, 1, 28, 28)
+    logits = [collect_logits(model, split) for split in images]
+    labels = [torch.multinomial((split / t).softmax(1), 1).squeeze(1) for split, t in zip(logits, (2.0, 1.0))]
+    found = calibrate(model, (images[0], labels[0]), (images[1], labels[1]), photo_factor=1.5)
+    assert abs(found["temperature"] - 2.0) < 0.1 and found["photo_temperature"] == found["temperature"] * 1.5
+    assert found["test_ece"] == logits_ece(logits[1], labels[1], found["temperature"])
+    assert found["test_ece_uncalibrated"] == logits_ece(logits[1], labels[1])
+    assert found["test_accuracy_views"] == pytest.approx(float((logits[1].argmax(1) == labels[1]).float().mean()))
+
+
+def test_the_views_are_the_ten_of_a_photo_and_the_two_of_a_tile_that_the_thresholds_were_chosen_on():
+    """The photo temperature's factor and the 60% "sure" threshold were chosen on exactly these views
+    (docs/real_photos.md, "Sixteenth round"): changing them asks for both to be chosen again."""
+    assert (TILE_SIZES, PHOTO_SIZES, THINNED_SIZES, TIGHTER_SIZES) == ((28,), (28, 22), (28, 22), (22,))
+    seen = []
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    model.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    photo_logits(model, torch.rand(1, 1, 28, 28), torch.rand(1, 1, 28, 28))
+    averaged_logits(model, torch.rand(1, 1, 28, 28))
+    assert seen == [10, 2]
 
 
 def test_averaged_logits_average_the_tile_and_its_mirror_image():

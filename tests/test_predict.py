@@ -17,7 +17,7 @@ from trainer.export import ModelFileError
 from trainer.data import CLASS_NAMES
 from trainer.predict import RECENT_UPLOADS, SURE, Classifier, Prediction
 from trainer.preprocess import THRESHOLDS, cut_out, normalise_tile
-from trainer.views import PHOTO_SIZES, TILE_SIZES
+from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits, photo_logits
 
 
 def test_pictures_that_are_not_garments_mostly_get_not_sure(trained_run):
@@ -66,11 +66,12 @@ def test_photos_get_the_photo_temperature_and_tiles_the_tiles_one(trained_run, t
     cut = cut_out(photo)
     assert len(cut.tiles) == len(THRESHOLDS) and np.array_equal(cut.tiles[0], seen.seen), "the tile shown comes first"
     tiles = torch.stack([normalise_tile(tile, classifier.mean, classifier.std) for tile in cut.tiles])
-    expected = (classifier.photo_logits(tiles[:1], tiles[1:])[0] / classifier.photo_temperature).softmax(0).max().item()
+    network, meta, black = classifier.model, classifier.meta, classifier.background  # not the methods under test
+    expected = (photo_logits(network, tiles[:1], tiles[1:], black)[0] / meta["photo_temperature"]).softmax(0).max().item()
     assert seen.sizes == PHOTO_SIZES, "explained on the tile's own views"
     assert abs(max(seen.probabilities.values()) - expected) < 1e-5, "a photo: its cut-outs, their views, its temperature"
     tile = classifier.classify(Image.fromarray(seen.seen))  # the same garment, already a Fashion-MNIST tile: seen as one
-    expected = (classifier.logits(tiles[:1], TILE_SIZES)[0] / classifier.temperature).softmax(0).max().item()
+    expected = (averaged_logits(network, tiles[:1], TILE_SIZES, black)[0] / meta["temperature"]).softmax(0).max().item()
     assert tile.sizes == TILE_SIZES and abs(max(tile.probabilities.values()) - expected) < 1e-5
 
 
