@@ -52,8 +52,9 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Na
     return args
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type for a whole number of at least `minimum`: 0 epochs or repeats would fail only after minutes."""
+def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a whole number of at least `minimum` (and at most `maximum`): 0 epochs or repeats, or a
+    seed the trainer refuses, would fail only after minutes."""
 
     def whole(text: str) -> int:
         try:
@@ -62,6 +63,8 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is too small: it must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is too large: it must be at most {maximum}")
         return value
 
     return whole

@@ -55,7 +55,7 @@ from benchmarks.photo_like import build_benchmark  # noqa: E402
 from tests.servers import demo_client, demo_server  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.explain import explain_file  # noqa: E402
-from trainer.predict import Classifier, resolve_model_path  # noqa: E402
+from trainer.predict import MODEL_ENV, Classifier, resolve_model_path  # noqa: E402
 
 TARGET_IN_PROCESS_MS, TARGET_HTTP_MS, TARGET_EXPLAIN_MS = 15, 100, 50  # issue #14: 15 ms with the test-time views
 SEEN_SIZE = 224  # pixels: demo/interface.py's enlarged tile
@@ -133,11 +133,12 @@ def timed_requests(connections: list[Client], url: str, images: list[Path], per_
 
 
 def find_checkpoint(checkpoint: str | None, quick: bool, tmp: Path) -> Path:
-    """--checkpoint, else the newest runs/*/model.pt, else (with --quick only) a model trained now."""
+    """--checkpoint, else the newest runs/*/model.pt, else (with --quick only) a model trained now: never in place of a
+    model named by --checkpoint or $FASHION_MNIST_MODEL, whose mistake is the user's to hear."""
     try:
         return resolve_model_path(checkpoint, ROOT / "runs")
     except UserError:
-        if not quick:
+        if not quick or checkpoint or os.environ.get(MODEL_ENV):
             raise
     run_python(["-m", "trainer.main", "--config", str(QUICK_CONFIG), f"output.root={tmp}", "run.name=quick",
                 "data.download=false"], timeout=600)  # missing data: the trainer's sentence, at once

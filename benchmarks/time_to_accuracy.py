@@ -52,7 +52,7 @@ from benchmarks.common import (
     table, verdict,
 )
 from benchmarks.timed_run import measure
-from trainer.config import DEFAULT_CONFIG
+from trainer.config import DEFAULT_CONFIG, MAX_SEED
 from trainer.model import LeNet5
 
 THRESHOLDS = {"seconds_to_84": 0.84, "seconds_to_90": 0.90}
@@ -178,7 +178,7 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    p.add_argument("--seeds", type=int, nargs="+", help="trainer seeds (default 0 1 2; with --quick 0)")
+    p.add_argument("--seeds", type=at_least(0, MAX_SEED), nargs="+", help="trainer seeds (default 0 1 2; with --quick 0)")
     p.add_argument("--tutorial-epochs", type=at_least(1), default=2,
                    help="epochs of the tutorial's recipe (default 2; --quick: 1)")
     args = parse(p, argv)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
@@ -20,6 +21,8 @@ from trainer.data import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("FASHION_MNIST_ROOT", ROOT.parent / "shared" / "data")).resolve()
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 # torchvision downloads through urllib, which takes its proxy from the environment: one on loopback that refuses every
@@ -113,3 +116,12 @@ def pr_curve_counts(run_dir: Path) -> dict[str, tuple[int, int]]:
         tp, fp, tn, fn = tensor_util.make_ndarray(events.Tensors(f"pr_curve/{name}")[-1].tensor_proto)[:4, 0]
         counts[name] = (int(tp + fn), int(tp + fp + tn + fn))
     return counts
+
+
+def require_chromium(path: str = CHROMIUM) -> None:
+    """Skip where Debian's Chromium is missing, except in CI (CI=true), whose `.ci/run` installs it: there it must run."""
+    if Path(path).exists():
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true, yet there is no Chromium at {path}: apt-get install -y chromium")
+    pytest.skip(f"no Chromium at {path} (apt-get install -y chromium); CI installs it and runs this test")

@@ -56,6 +56,8 @@ def test_missing_data_is_the_trainers_sentence_without_a_download(tmp_path, name
     ("train_speed", ["--repeats", "0"], "argument --repeats: 0 is too small: it must be at least 1"),
     ("train_speed", ["--epochs", "two"], "argument --epochs: 'two' is not a whole number"),
     ("time_to_accuracy", ["--tutorial-epochs", "0"], "argument --tutorial-epochs: 0 is too small: it must be at least 1"),
+    ("time_to_accuracy", ["--seeds", "0", "-1"], "argument --seeds: -1 is too small: it must be at least 0"),
+    ("time_to_accuracy", ["--seeds", "4000000000"], "argument --seeds: 4000000000 is too large: it must be at most 1000000000"),
     ("photo_like", ["--n", "5"], "argument --n: 5 is too small: it must be at least 10"),
     ("photo_like", ["--threads", "0"], "argument --threads: 0 is too small: it must be at least 1"),
 ])
@@ -63,6 +65,12 @@ def test_bad_numbers_are_refused_when_parsing(tmp_path, name, args, wrong):
     result = run_benchmark(name, "--out", str(tmp_path / "out"), *args)
     assert last_line(result).endswith(f"error: {wrong}")
     assert not (tmp_path / "out").exists(), "refused before --out was made"
+
+
+def test_a_quick_latency_run_measures_the_model_it_is_given_or_says_why_not(tmp_path):
+    """--quick trains a model of its own only where none is named: a mistaken --checkpoint is the user's to hear."""
+    result = run_benchmark("demo_latency", "--quick", "--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path))
+    assert last_line(result) == f"error: {tmp_path} is a folder without a model.pt: point at a run's model.pt or its run directory"
 
 
 def test_explaining_a_folder_without_photos_is_one_sentence(tmp_path, trained_run):

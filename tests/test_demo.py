@@ -16,15 +16,12 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.helpers import ROOT
+from tests.helpers import CHROMIUM, ROOT, require_chromium
 from tests.bad_images import BAD_INPUTS, write_bad_inputs
 from tests.servers import call, demo_client
 from trainer.data import CLASS_NAMES, raw_folder
 from trainer.predict import MODEL_ENV, Classifier, Prediction
 from trainer.preprocess import ImageError
-
-CHROMIUM = "/usr/bin/chromium"
-
 
 @pytest.fixture(scope="module")
 def test_images(tmp_path_factory, data_root) -> list[tuple[Path, int]]:
@@ -77,15 +74,6 @@ def test_bad_inputs_get_a_message_and_the_server_keeps_serving(demo_url, trained
             call(client, None, api_name="/predict")
         top, _ = call(client, handle_file(str(test_images[0][0])), api_name="/predict")
     assert top["label"] in CLASS_NAMES
-
-
-def require_chromium(path: str = CHROMIUM) -> None:
-    """Skip where Debian's Chromium is missing, except in CI (CI=true), whose `.ci/run` installs it: there it must run."""
-    if Path(path).exists():
-        return
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"CI=true, yet there is no Chromium at {path}: apt-get install -y chromium")
-    pytest.skip(f"no Chromium at {path} (apt-get install -y chromium); CI installs it and runs this test")
 
 
 @pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])

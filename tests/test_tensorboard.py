@@ -2,6 +2,7 @@
 
 import io
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -13,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tensorboard.util import tensor_util
 
-from tests.helpers import accumulate, pr_curve_counts, run_trainer, write_idx
+from tests.helpers import ROOT, accumulate, pr_curve_counts, require_chromium, run_trainer, write_idx
 from tests.servers import free_port, serving
 from trainer.data import CLASS_NAMES, read_idx
 
@@ -152,6 +153,19 @@ def test_tensorboard_server_serves_the_run(trained_run, tmp_path):
                 assert set(response.read().decode().split()) <= {w for c in CLASS_NAMES for w in c.split()}
             with urllib.request.urlopen(f"{base}/data/plugin/projector/sprite_image?{query}", timeout=30) as response:
                 assert Image.open(io.BytesIO(response.read())).size == (32 * 28, 32 * 28)
+
+
+def test_the_screenshot_script_captures_tabs_one_after_another(trained_run, tmp_path):
+    """`python -m docs.screenshots`, as the README gives it: the explanations after the scalars tab (whose hidden inputs
+    once caught the tag filter's text and stopped the script), narrowed to the explained mistakes at actual size."""
+    require_chromium()
+    shots = subprocess.run([sys.executable, "-m", "docs.screenshots", str(trained_run), "--tabs", "scalars", "explanations",
+                            "--no-demo", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert shots.returncode == 0, shots.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tensorboard_explanations.png", "tensorboard_scalars.png"]
+    assert Image.open(tmp_path / "tensorboard_explanations.png").size == (2400, 1100), "widened to show the maps"
+    missing = subprocess.run([sys.executable, "-m", "docs.screenshots", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path} holds no model.pt: give the directory of a finished run"
 
 
 def test_unwritable_log_directory_stops_before_training(tmp_path):
