@@ -68,7 +68,7 @@ def test_trials_are_run_directories_with_every_searched_key_in_hparams(study):
         assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.json").is_file()
         events = accumulate(run_dir)
         start = metadata.parse_session_start_info_plugin_data(events.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG])
-        assert {"train.lr", "train.label_smoothing", "model.name", "trial_state"} <= set(start.hparams)
+        assert {"train.lr", "train.label_smoothing", "model.name", "model.kwargs", "trial_state"} <= set(start.hparams)
         assert start.hparams["trial_state"].string_value == json.loads((run_dir / "trial.json").read_text())["state"]
         assert "hparams/val_accuracy" in events.Tags()["scalars"]
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 from tensorboard.util import tensor_util
 
@@ -90,7 +91,10 @@ def test_pr_curves_for_every_class_cover_the_whole_test_set(trained_run, events)
 def test_hparams_and_config_text(events):
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams
-    assert b"train.lr" in hparams["_hparams_/session_start_info"]
+    start = metadata.parse_session_start_info_plugin_data(hparams[metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["train.lr"].number_value == 0.1
+    assert start.hparams["model.kwargs"].string_value == "-", "the quick config's network takes the defaults"
+    assert start.hparams["train.augment.p"].number_value == 0.0
     assert "config/text_summary" in events.Tags()["tensors"]
 
 

@@ -32,7 +32,16 @@ from trainer.handlers.figures import confusion_matrix_figure, explained_figure, 
 from trainer.handlers.projector import Projector
 
 T = TypeVar("T")
-HPARAM_KEYS = ("model.name", "train.optimizer", "train.lr", "train.batch_size", "train.max_epochs", "train.weight_decay", "seed")
+# model.kwargs and the augmentation's share tell the presets apart (default.yaml from wide.yaml, lenet.yaml from lenet32.yaml)
+HPARAM_KEYS = ("model.name", "model.kwargs", "train.optimizer", "train.lr", "train.batch_size", "train.max_epochs",
+               "train.weight_decay", "train.augment.p", "seed")
+
+
+def hparam_values(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The HPARAM_KEYS of a run as the HParams tab takes them: a mapping as one text, `conv1=16, conv2=48`."""
+    values = {key: OmegaConf.select(cfg, key) for key in HPARAM_KEYS}
+    return {key: ", ".join(f"{k}={v}" for k, v in value.items()) or "-" if isinstance(value, DictConfig) else value
+            for key, value in values.items()}
 
 
 def timed(method: Callable[..., T]) -> Callable[..., T]:
@@ -219,9 +228,8 @@ class TensorBoardViews:
                                 "for the predicted class and for the true one (orange for, blue against)")
 
     def log_hparams(self, val_accuracy: float, test_accuracy: float) -> None:
-        values = {key: OmegaConf.select(self.cfg, key) for key in HPARAM_KEYS}
         metrics = {"hparams/val_accuracy": val_accuracy, "hparams/test_accuracy": test_accuracy}
-        write_hparams(self.writer, values, metrics, self.trainer.state.iteration)  # the run's last step, as calibration/*
+        write_hparams(self.writer, hparam_values(self.cfg), metrics, self.trainer.state.iteration)  # the run's last step, as calibration/*
 
     @timed
     def log_calibration(self, metrics: dict) -> None:
