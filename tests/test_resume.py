@@ -124,8 +124,19 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_under_its_name(t
     run_dir = tmp_path / "early"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "config.yaml").write_text("seed: 0\n")
-    stale = run_dir / "events.out.tfevents.1.host.1.0"
-    stale.write_bytes(b"")
+    stale = [run_dir / "events.out.tfevents.1.host.1.0", run_dir / "loss_train" / "events.out.tfevents.1.host.1.1"]
+    stale[1].parent.mkdir()
+    for path in stale:
+        path.write_bytes(b"")
     result = run_trainer(f"output.root={tmp_path}", "run.name=early", "train.max_epochs=1", *SMALL)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert read_metrics(run_dir)["epochs_run"] == 1 and not stale.exists()
+    assert read_metrics(run_dir)["epochs_run"] == 1 and not any(path.exists() for path in stale), "shown twice otherwise"
+
+
+def test_a_start_that_ends_before_its_first_checkpoint_leaves_no_run_behind(tmp_path):
+    """Stopped twice at once, or refused once it had made its directory: nothing to resume, nothing for TensorBoard."""
+    stopped = run_trainer(f"output.root={tmp_path}", *SMALL, module="tests.signalled", env={"SIGNAL_AT": "5", "SIGNAL_TIMES": "2"})
+    assert stopped.returncode == 130 and "before a checkpoint could be written" in stopped.stderr, stopped.stderr[-3000:]
+    refused = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'nothing'}", "data.download=false")
+    assert refused.returncode == 2 and "is missing" in refused.stderr, refused.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == [], "neither start left its directory"

@@ -108,8 +108,22 @@ def clear_unfinished_start(run_dir: Path) -> None:
     """Remove the TensorBoard files of a start stopped before its first checkpoint, so they do not show twice."""
     for stale in run_dir.glob("events.out.tfevents.*"):
         stale.unlink()
+    for sub_run in run_dir.glob("*/events.out.tfevents.*"):  # add_scalars' loss_train and loss_validation
+        shutil.rmtree(sub_run.parent, ignore_errors=True)
     (run_dir / "projector_config.pbtxt").unlink(missing_ok=True)
     shutil.rmtree(run_dir / "projector", ignore_errors=True)
+
+
+def remove_unfinished_start(run_dir: Path) -> None:
+    """What a start that ended before its first checkpoint wrote (nothing there to resume), and the directory itself
+    unless something else is in it: a refused or stopped start leaves no run behind for TensorBoard to list."""
+    clear_unfinished_start(run_dir)
+    (run_dir / "config.yaml").unlink(missing_ok=True)
+    for folder in (run_dir / "checkpoints", run_dir):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: files that are not this start's
+            return
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
@@ -281,6 +295,8 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
                 views.close()
         finally:
             if claim is not None:
+                if not holds_run(run_dir):
+                    remove_unfinished_start(run_dir)
                 os.close(claim)
     idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
     if stop.requested:  # a signal after the training's end, which the export did not stop for
