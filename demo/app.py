@@ -66,4 +66,7 @@ def stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C while torch or Gradio is still importing: no traceback for that
+        sys.exit(130)

@@ -90,8 +90,18 @@ def test_a_sigterm_after_the_training_is_heard_once_the_run_is_exported(tmp_path
     assert (tmp_path / "late" / "model.pt").is_file() and (tmp_path / "late" / "metrics.json").is_file()
 
 
+def test_a_ctrl_c_on_the_last_iteration_lets_the_run_finish_and_export(tmp_path):
+    """The last epoch's validation and checkpoints run after its last iteration: a stop asked for then has nothing
+    left to train, so the run is exported as one asked for after the training would be."""
+    small = ["data.val_size=54000", "tensorboard.enabled=false"]  # 46 iterations an epoch, 92 in the run
+    result = run_trainer(f"output.root={tmp_path}", "run.name=last", *small, module="tests.signalled", env={"SIGNAL_AT": "92"})
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "Stopped after the training had ended: the run is finished and exported" in result.stderr
+    assert "Resume with" not in result.stderr and (tmp_path / "last" / "model.pt").is_file()
+
+
 KILL_MOMENTS = {
-    "while loading data": lambda p, run_dir: read_until(p, "Run '"),
+    "while loading data": lambda p, run_dir: wait_for_file(run_dir, "config.yaml"),  # written just before the data are read
     "while the first checkpoint is written": lambda p, run_dir: wait_for_file(run_dir / "checkpoints", "*"),
     "right after epoch 1": lambda p, run_dir: read_until(p, "Epoch 1/2"),
     "in the middle of epoch 2": lambda p, run_dir: (read_until(p, "Epoch 1/2"), time.sleep(2)),
@@ -207,6 +217,7 @@ def test_a_diverging_run_stops_at_once_and_exports_nothing(tmp_path):
     result = run_trainer(f"output.root={tmp_path}", "run.name=diverged", "train.lr=1e6", "tensorboard.enabled=false")
     message = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and "the training loss became nan at iteration" in message and "lower train.lr" in message, message
+    assert result.stderr.count("the training loss became nan") == 1, "said once, not again by each engine on the way"
     assert not (tmp_path / "diverged" / "model.pt").exists()
 
 

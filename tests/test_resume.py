@@ -67,9 +67,11 @@ def test_a_requested_stop_is_not_logged_as_an_exception(stopped_run):
 
 
 def test_a_log_file_gets_no_progress_bar_frames(stopped_run):
-    """Output to a file (not a terminal): the epoch lines, without tqdm's carriage-return frames."""
+    """Output to a file (not a terminal): the epoch lines, without tqdm's carriage-return frames, nor the lines of
+    Ignite's launcher ("Run ... in 1 processes", "End of run") that the README's sample does not show."""
     _, log = stopped_run
     assert "Epoch 1/2" in log and "\r" not in log, repr(log[-1000:])
+    assert "ignite.distributed" not in log, log[-3000:]
 
 
 def test_resuming_in_place_keeps_one_last_checkpoint(stopped_run, tmp_path):
@@ -137,6 +139,7 @@ def test_a_start_that_ends_before_its_first_checkpoint_leaves_no_run_behind(tmp_
     """Stopped twice at once, or refused once it had made its directory: nothing to resume, nothing for TensorBoard."""
     stopped = run_trainer(f"output.root={tmp_path}", *SMALL, module="tests.signalled", env={"SIGNAL_AT": "5", "SIGNAL_TIMES": "2"})
     assert stopped.returncode == 130 and "before a checkpoint could be written" in stopped.stderr, stopped.stderr[-3000:]
+    assert "terminating due to exception" not in stopped.stderr, stopped.stderr[-3000:]
     refused = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'nothing'}", "data.download=false")
     assert refused.returncode == 2 and "is missing" in refused.stderr, refused.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == [], "neither start left its directory"

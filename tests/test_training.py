@@ -17,6 +17,7 @@ from ignite.handlers import EMAHandler
 from omegaconf import OmegaConf
 
 from tests.helpers import DATA_ROOT, ROOT, ctrl_c_after, read_metrics, run_trainer, write_idx
+from trainer import main as trainer_main
 from trainer import training
 from trainer.config import load_config
 from trainer.data import CLASS_NAMES, InMemoryLoader, load_splits
@@ -81,6 +82,25 @@ def test_runs_started_in_the_same_second_each_get_a_run_directory_of_their_own(t
     for claim in claims:
         os.close(claim)
     assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+
+def test_the_printed_resume_command_keeps_the_launcher(monkeypatch):
+    """Under torchrun, `python -m trainer.main` would resume a run of N processes in one."""
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert training.resume_command(Path("runs/x"), Path("runs/x/checkpoints/last_checkpoint_9.pt")) == (
+        "python -m trainer.main --config runs/x/config.yaml resume=runs/x/checkpoints/last_checkpoint_9.pt")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert training.resume_command(Path("runs/x"), Path("c.pt")).startswith("torchrun <its options, as before> -m trainer.main")
+
+
+def test_ctrl_c_before_the_training_begins_is_one_line(monkeypatch, capsys):
+    """While torch and Ignite import, seconds in which a Ctrl-C used to end in a traceback."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_main, "load_config", interrupted)
+    assert trainer_main.main([]) == 130
+    assert capsys.readouterr().err == "error: stopped by the user before the training began\n"
 
 
 def test_model_file_is_plain_and_reproduces_the_test_accuracy(trained_run, data_root):

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None, process: Callable[[int, DictConfig], Non
         return launch(cfg, process or run_process)
     except UserError as exc:  # the config's, or where and how it cannot run (`launch_settings`)
         return fail(exc)
+    except KeyboardInterrupt:  # Ctrl-C while torch and Ignite are still importing: said in a line, not a traceback
+        return fail("stopped by the user before the training began", 130)
 
 
 if __name__ == "__main__":

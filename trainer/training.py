@@ -208,6 +208,9 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
     if idist.get_world_size() > 1:  # processes on one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     logger = setup_logger("trainer", level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
+    # Every engine logs an exception as it raises it on, to this run, which says it in one line (or Python in its
+    # traceback): "Engine run is terminating due to exception" only said it again, up to twice more.
+    logging.getLogger(f"{Engine.__module__}.{Engine.__name__}").setLevel(logging.CRITICAL)
     stop = GracefulStop()
     stop.install()  # before the set-up, which a spawned process would otherwise spend deaf to Ctrl-C (`launch`)
     resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
@@ -266,18 +269,18 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
                 write_config(cfg, run_dir)
             logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
         logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
-        started = time.perf_counter()
-        if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):
+        started, planned = time.perf_counter(), cfg.train.max_epochs * len(train_loader)
+        if trainer.state.iteration < planned:
             trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
         elif views:  # a finished run resumed only to export: no STARTED event, yet a new run name wants its start views
             views.log_start_views(trainer)
         train_seconds = time.perf_counter() - started
 
-        if stop.requested:
+        if stop.requested and trainer.state.iteration < planned:  # stopped at the last epoch's end: exported, then said
             last(trainer)
             checkpoint = Path(last.last_checkpoint)
             logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
-            logger.info(f"Resume with: python -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}")
+            logger.info(f"Resume with: {resume_command(run_dir, checkpoint)}")
             return stop.exit_code
 
         best_epoch = load_best_weights(tested, best, tested_key)
@@ -303,6 +306,12 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
         logger.info(f"Stopped after the training had ended: the run is finished and exported to {run_dir / 'model.pt'}")
         return stop.exit_code
     return 0
+
+
+def resume_command(run_dir: Path, checkpoint: Path) -> str:
+    """The command that resumes this run with as many processes: torchrun's own options are not ours to know."""
+    launcher = "torchrun <its options, as before>" if os.environ.get("TORCHELASTIC_RUN_ID") else "python"
+    return f"{launcher} -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}"
 
 
 def check_resumable(cfg: DictConfig, trainer: Engine, epoch_length: int) -> None:
@@ -443,6 +452,8 @@ def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
     settings = launch_settings(cfg)
     build_network(cfg)
     name_run(cfg)
+    # Ignite's own idiom for its launcher's lines ("Run ... in 1 processes", "End of run"), which tell a user nothing
+    setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)
     if settings["nproc_per_node"]:  # the spawned processes handle Ctrl-C themselves: checkpoint, then exit
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
