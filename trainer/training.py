@@ -3,6 +3,7 @@
 Reads top to bottom: data -> model -> engines -> handlers -> run directory, then `launch` starts it in each process.
 """
 
+import contextlib
 import fcntl
 import gc
 import logging
@@ -108,8 +109,10 @@ def clear_unfinished_start(run_dir: Path) -> None:
     """Remove the TensorBoard files of a start stopped before its first checkpoint, so they do not show twice."""
     for stale in run_dir.glob("events.out.tfevents.*"):
         stale.unlink()
-    for sub_run in run_dir.glob("*/events.out.tfevents.*"):  # add_scalars' loss_train and loss_validation
-        shutil.rmtree(sub_run.parent, ignore_errors=True)
+    for sub_run in run_dir.glob("loss_*/events.out.tfevents.*"):  # add_scalars' loss_train and loss_validation
+        sub_run.unlink()
+        with contextlib.suppress(OSError):  # anything else in it is not this trainer's
+            sub_run.parent.rmdir()
     (run_dir / "projector_config.pbtxt").unlink(missing_ok=True)
     shutil.rmtree(run_dir / "projector", ignore_errors=True)
 
