@@ -90,14 +90,18 @@ def test_a_sigterm_after_the_training_is_heard_once_the_run_is_exported(tmp_path
     assert (tmp_path / "late" / "model.pt").is_file() and (tmp_path / "late" / "metrics.json").is_file()
 
 
-def test_a_ctrl_c_on_the_last_iteration_lets_the_run_finish_and_export(tmp_path):
-    """The last epoch's validation and checkpoints run after its last iteration: a stop asked for then has nothing
-    left to train, so the run is exported as one asked for after the training would be."""
-    small = ["data.val_size=54000", "tensorboard.enabled=false"]  # 46 iterations an epoch, 92 in the run
-    result = run_trainer(f"output.root={tmp_path}", "run.name=last", *small, module="tests.signalled", env={"SIGNAL_AT": "92"})
+@pytest.mark.parametrize("ending", [[], ["train.max_epochs=4", "train.early_stopping_patience=1", "train.lr=1e-9"]],
+                         ids=["the-last-epoch", "early-stopping-after-epoch-2"])
+def test_a_ctrl_c_on_the_last_iteration_lets_the_run_finish_and_export(tmp_path, ending):
+    """The epoch's validation and checkpoints run after its last iteration: where they end the run (its last epoch,
+    or early stopping: a learning rate that never improves the first epoch's accuracy), a stop asked for on that
+    iteration has nothing left to cut short, so the run is exported, then says it was stopped."""
+    small = ["data.val_size=54000", "tensorboard.enabled=false"]  # 46 iterations an epoch: epoch 2 ends at 92
+    result = run_trainer(f"output.root={tmp_path}", "run.name=last", *small, *ending, module="tests.signalled",
+                         env={"SIGNAL_AT": "92"})
     assert result.returncode == 130, result.stderr[-2000:]
     assert "Stopped after the training had ended: the run is finished and exported" in result.stderr
-    assert "Resume with" not in result.stderr and (tmp_path / "last" / "model.pt").is_file()
+    assert "Resume with" not in result.stderr and json.loads((tmp_path / "last" / "metrics.json").read_text())["epochs_run"] == 2
 
 
 KILL_MOMENTS = {
@@ -211,6 +215,18 @@ def test_a_refused_resume_in_place_leaves_the_runs_config_as_it_was(tmp_path, tr
     message = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and "iterations per epoch" in message, message
     assert (run_dir / "config.yaml").read_text() == config
+
+
+def test_a_refused_resume_into_a_new_run_leaves_no_directory(tmp_path, trained_run):
+    """A checkpoint kept outside its run's checkpoints/ folder resumes into a new, timestamped run: refused, it leaves
+    no empty run behind; an output.root that is a dangling link is refused in one line (it once made name_run spin)."""
+    saved = Path(shutil.copy(next((trained_run / "checkpoints").glob("last_checkpoint_*.pt")), tmp_path / "saved.pt"))
+    result = run_trainer(f"output.root={tmp_path / 'runs'}", f"resume={saved}", "train.max_epochs=3")
+    assert result.returncode == 2 and "cannot resume it" in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+    assert list((tmp_path / "runs").iterdir()) == []
+    (tmp_path / "dangling").symlink_to(tmp_path / "not-mounted" / "runs")
+    result = run_trainer(f"output.root={tmp_path / 'dangling'}", timeout=60)
+    assert result.returncode == 2 and "cannot write the run directory" in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
 
 
 def test_a_diverging_run_stops_at_once_and_exports_nothing(tmp_path):

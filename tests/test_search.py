@@ -139,6 +139,8 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(tiny):
     trials = load_study(tiny, "diverging").trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert trials[0].user_attrs["note"].startswith("diverged: the training loss became")
+    record = json.loads((tiny / "runs" / "diverging" / "trial-0" / "trial.json").read_text())
+    assert record["state"] == "FAIL" and record["note"] == trials[0].user_attrs["note"], "its directory says how it ended"
 
 
 def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
@@ -181,12 +183,12 @@ def test_bad_input_is_one_sentence_and_exit_2_before_any_training(tiny, tmp_path
     assert not list(tmp_path.glob("runs/*/trial-*"))
 
 
-def two_trials_in_this_process(tiny: Path, folder: Path, name: str, space: Path | None = None) -> tuple[int, list[optuna.trial.FrozenTrial]]:
+def two_trials_in_this_process(tiny: Path, folder: Path, name: str, space: Path | None = None, trials: int = 2) -> tuple[int, list[optuna.trial.FrozenTrial]]:
     """`search.main` in the test's own process, where a test can reach into it; its signal handlers put back after."""
     handlers = {sig: signal.getsignal(sig) for sig in search.STOP_SIGNALS}
     try:
         code = search.main(["--space", str(space or tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", name,
-                            "--trials", "2", f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
+                            "--trials", str(trials), f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS])
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -205,6 +207,10 @@ def test_values_refused_together_fail_their_trial_and_the_study_goes_on(tiny, tm
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert trials[0].user_attrs["note"].startswith("refused: train.warmup_epochs=2.0 is longer")
     assert (tmp_path / "together" / "trials.json").is_file() and not list((tmp_path / "together").glob("trial-*"))
+    code, trials = two_trials_in_this_process(tiny, tmp_path, "never", space, trials=50)
+    err = capsys.readouterr().err
+    assert code == 2 and len(trials) == search.MAX_REFUSED_IN_A_ROW, "a space whose values never fit does not spin"
+    assert err.startswith(f"error: the last {search.MAX_REFUSED_IN_A_ROW} trials' values were each refused together"), err
 
 
 def test_a_stop_while_a_finished_trial_is_recorded_ends_the_study_after_recording_it(tiny, tmp_path, monkeypatch):

@@ -233,12 +233,12 @@ def test_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
 
 
 def test_a_stop_on_the_last_iteration_of_an_epoch_validates_that_epoch_first(trained_run, tmp_path):
-    """Ctrl-C landing on the quick run's very last iteration: the epoch is validated and kept as the best before the
-    stop, so the resumed run, with nothing left to train, exports what the straight run exports."""
-    last = 2 * (55_000 // 128)
+    """Ctrl-C landing on the quick run's first epoch's last iteration: the epoch is validated and kept as the best
+    before the stop, so the resumed run, which takes the epoch as done, exports what the straight run exports."""
+    last = 55_000 // 128
     stopped = run_trainer(f"output.root={tmp_path}", "run.name=edge", module="tests.signalled", env={"SIGNAL_AT": str(last)})
     assert stopped.returncode == 130 and f"Stopped at iteration {last}" in stopped.stderr, stopped.stderr[-3000:]
-    assert "Epoch 2/2" in stopped.stderr, "the last epoch's validation ran before the stop"
+    assert "Epoch 1/2" in stopped.stderr and "Epoch 2/2" not in stopped.stderr, "the epoch's validation ran before the stop"
     [checkpoint] = (tmp_path / "edge" / "checkpoints").glob("last_checkpoint_*.pt")
     resumed = run_trainer(f"resume={checkpoint}", config=str(tmp_path / "edge" / "config.yaml"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -41,6 +41,7 @@ from trainer.training import build_network, launch_settings, training
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search" / "lenet.yaml"
 DEFAULT_TRIALS = 20  # when neither --trials nor --timeout is given
+MAX_REFUSED_IN_A_ROW = 10  # trials whose values the trainer refuses together, before the study gives up
 SQLITE_WAIT_S = 60  # how long a worker waits for another's write lock on an SQLite study before giving up
 METRIC = "hparams/val_accuracy"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # what stops a study: Ctrl-C and a polite kill
@@ -189,9 +190,14 @@ def run_trials(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, 
     """Trials until --trials or --timeout; returns the exit code of whatever stopped the study early, or 0."""
     limit = args.trials or (None if args.timeout else DEFAULT_TRIALS)
     deadline = time.monotonic() + args.timeout if args.timeout else math.inf
-    done = 0
+    done = refused = 0
     while (limit is None or done < limit) and time.monotonic() < deadline:
-        code = run_trial(args, study, spec, folder)
+        try:
+            code, refused = run_trial(args, study, spec, folder), 0
+        except TrialRefused as exc:  # TPE learns nothing from them: a space whose values never fit would only spin
+            code, refused = 0, refused + 1
+            if refused == MAX_REFUSED_IN_A_ROW:
+                return fail(f"the last {refused} trials' values were each refused together ({exc}): narrow the space")
         done += 1
         gc.collect()  # each trial holds the whole dataset in memory while it runs
         if code:
@@ -223,7 +229,7 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
         trial.set_user_attr("run_dir", str(run_dir))
         print(f"Trial {trial.number} of study {study.study_name}: {describe(trial.params)}", flush=True)
         try:
-            code = training(0, cfg, extend=pruning.attach)
+            code = training(0, cfg, extend=pruning.attach, keep_unfinished=True)
         finally:
             late = take_back_signals(held)
     except TrainingDiverged as exc:
@@ -233,7 +239,7 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
     except TrialRefused as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"refused: {exc}")
         print(f"Trial {trial.number} ({describe(trial.params)}) failed, the study goes on: {exc}", flush=True)
-        return 0
+        raise
     except (Stopped, KeyboardInterrupt) as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, "stopped by the user")
         return stopped_message(study, trial, getattr(exc, "signum", signal.SIGINT))

@@ -77,27 +77,31 @@ def initialize(cfg: DictConfig, epoch_length: int) -> tuple[nn.Module, torch.opt
     return model, optimizer, loss_fn, create_lr_scheduler(optimizer, cfg, epoch_length)
 
 
-def name_run(cfg: DictConfig) -> None:
-    """Fix `run.name` (and, on resume, `output.root`) once, before any process starts, so all ranks agree."""
+def name_run(cfg: DictConfig) -> Path | None:
+    """Fix `run.name` (and, on resume, `output.root`) once, before any process starts, so all ranks agree. Returns the
+    run directory when it made it: runs started in the same second each take a name of their own, and creating the
+    directory is the claim on the name."""
     if cfg.run.name is not None:
-        return
+        return None
     resumed = run_dir_of(cfg.resume) if cfg.resume else None
     if resumed is not None:
         cfg.run.name, cfg.output.root = resumed.name, str(resumed.parent)
-        return
-    stamp, suffix = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}", 1
+        return None
+    stamp, suffix, root = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.name}", 1, Path(cfg.output.root)
     cfg.run.name = stamp
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone takes the name: the others share its second
-        return
-    while True:  # runs started in the same second each take a name of their own: creating the directory is the claim
-        try:
-            (Path(cfg.output.root) / cfg.run.name).mkdir(parents=True)
-            return
-        except FileExistsError:
-            suffix += 1
-            cfg.run.name = f"{stamp}-{suffix}"
-        except OSError:  # prepare_run_dir says why the place cannot be written
-            return
+        return None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                (root / cfg.run.name).mkdir()
+                return root / cfg.run.name
+            except FileExistsError:  # with the root in place, only a name taken
+                suffix += 1
+                cfg.run.name = f"{stamp}-{suffix}"
+    except OSError:  # prepare_run_dir says why the place cannot be written
+        return None
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -203,10 +207,14 @@ def export_examples(run_dir: Path, splits: Splits) -> None:
         grey_image(denormalise(images[first])).save(folder / f"{index}_{name.replace('/', '-')}.png")
 
 
-def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine], None] | None = None) -> int:
+def training(
+    local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine], None] | None = None, keep_unfinished: bool = False
+) -> int:
     """One process's whole run; returns the exit code. Rank 0 alone writes files and logs progress.
 
-    `extend(trainer, evaluator)` attaches more handlers after the run's own: a study's pruning (`trainer.search`)."""
+    `extend(trainer, evaluator)` attaches more handlers after the run's own: a study's pruning (`trainer.search`).
+    A start that ends before its first checkpoint removes what it wrote, unless `keep_unfinished`: a study's trial
+    keeps its directory however it ends, to say how in its trial.json and HParams."""
     rank = idist.get_rank()
     if idist.get_world_size() > 1:  # processes on one machine share its cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
@@ -272,14 +280,14 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
                 write_config(cfg, run_dir)
             logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
         logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
-        started, planned = time.perf_counter(), cfg.train.max_epochs * len(train_loader)
-        if trainer.state.iteration < planned:
+        started = time.perf_counter()
+        if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):
             trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
         elif views:  # a finished run resumed only to export: no STARTED event, yet a new run name wants its start views
             views.log_start_views(trainer)
         train_seconds = time.perf_counter() - started
 
-        if stop.requested and trainer.state.iteration < planned:  # stopped at the last epoch's end: exported, then said
+        if stop.ended_run:  # else the training was over when the stop came: the run is exported, then says so
             last(trainer)
             checkpoint = Path(last.last_checkpoint)
             logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
@@ -301,7 +309,7 @@ def training(local_rank: int, cfg: DictConfig, extend: Callable[[Engine, Engine]
                 views.close()
         finally:
             if claim is not None:
-                if not holds_run(run_dir):
+                if not keep_unfinished and not holds_run(run_dir):
                     remove_unfinished_start(run_dir)
                 os.close(claim)
     idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
@@ -454,7 +462,7 @@ def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
     processes `launch_settings` asks for; returns the exit code."""
     settings = launch_settings(cfg)
     build_network(cfg)
-    name_run(cfg)
+    made = name_run(cfg)
     # Ignite's own idiom for its launcher's lines ("Run ... in 1 processes", "End of run"), which tell a user nothing
     setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)
     if settings["nproc_per_node"]:  # the spawned processes handle Ctrl-C themselves: checkpoint, then exit
@@ -470,4 +478,8 @@ def launch(cfg: DictConfig, process: Callable[[int, DictConfig], None]) -> int:
         return fail(f"a training process failed: {str(exc).strip().splitlines()[-1]}", 1)
     except KeyboardInterrupt:
         return fail(STOPPED_AT_ONCE, 130)
+    finally:
+        if made is not None:  # still empty when the run was refused or stopped before it wrote anything there
+            with contextlib.suppress(OSError):
+                made.rmdir()
     return 0

@@ -18,6 +18,7 @@ class GracefulStop:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.at_epoch_end = False
+        self.ended_run = False  # whether the stop cut the training short: else the run finished, and is exported
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -40,10 +41,14 @@ class GracefulStop:
         if requested and engine.state.iteration % engine.state.epoch_length == 0:
             self.at_epoch_end = True  # decided on every rank alike, from the reduced signal
         elif requested:  # a requested stop ends the run as finished, not as failed: no exception, no COMPLETED handlers
+            self.ended_run = True
             engine.terminate(skip_completed=True)
 
     def _stop_after_epoch(self, engine: Engine) -> None:
-        if self.at_epoch_end:
+        """Attached after the epoch's validation: where early stopping or pruning has already ended the run, or the
+        epoch was the last, the training is over and the stop has nothing left to cut short."""
+        if self.at_epoch_end and not engine.should_terminate and engine.state.epoch < engine.state.max_epochs:
+            self.ended_run = True
             engine.terminate(skip_completed=True)
 
     @property
