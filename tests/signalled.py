@@ -1,11 +1,15 @@
 """`python -m tests.signalled [overrides]`: the real trainer, each process sending itself a signal at an exact moment,
 as a Ctrl-C or a kill would land there: `SIGNAL` (SIGINT, SIGKILL, ...) `SIGNAL_TIMES` times (default once), at the
 end of iteration `SIGNAL_AT`, during the set-up with `SIGNAL_AT=setup`, as a checkpoint file begins to be written
-with `SIGNAL_AT=saving:<its file name>`, or as the run's export begins, after the training, with `SIGNAL_AT=finish`."""
+with `SIGNAL_AT=saving:<its file name>`, or as the run's export begins, after the training, with `SIGNAL_AT=finish`.
+`SLOW_SAVE_S` makes rank 0's last checkpoints take that many seconds longer to write, as a slow disk would."""
 
 import os
 import signal
 import sys
+import time
+
+import ignite.distributed as idist
 
 from ignite.engine import Engine, Events
 
@@ -47,6 +51,15 @@ def run_process_signalled(local_rank, cfg) -> None:
             send()
         save(saver, checkpoint, filename, metadata)
 
+    plain_save = trainer.checkpoint.ReplacingDiskSaver.__call__
+
+    def save_slowly(saver, checkpoint, filename, metadata=None) -> None:
+        if idist.get_rank() == 0 and filename.startswith("last_"):
+            time.sleep(float(os.environ["SLOW_SAVE_S"]))
+        plain_save(saver, checkpoint, filename, metadata)
+
+    if "SLOW_SAVE_S" in os.environ:
+        trainer.checkpoint.ReplacingDiskSaver.__call__ = save_slowly
     if AT == "setup":
         trainer.training.get_dataflow = get_dataflow_signalled
     elif AT == "finish":

@@ -46,6 +46,15 @@ def test_ctrl_c_stops_a_two_process_run_whenever_it_comes(tmp_path, at, times, s
     assert result.returncode == 130 and says in result.stderr, result.stderr[-3000:]
 
 
+def test_a_stop_keeps_its_checkpoint_however_long_rank_0_takes_to_write_it(tmp_path):
+    """Rank 1 used to exit as rank 0 began the stop's checkpoint; torch's spawn then terminated rank 0, which took
+    that for a second Ctrl-C and dropped the checkpoint (a slow disk, or a large model, takes more than a second)."""
+    result = run_trainer(f"output.root={tmp_path}", "run.name=slow", "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT,
+                         module="tests.signalled", env={"SIGNAL_AT": "20", "SLOW_SAVE_S": "3"}, timeout=180)
+    assert result.returncode == 130 and "Stopped at iteration 20;" in result.stderr, result.stderr[-3000:]
+    assert (tmp_path / "slow" / "checkpoints" / "last_checkpoint_20.pt").is_file()
+
+
 def test_a_failing_rank_ends_the_whole_run(tmp_path):
     result = run_trainer(
         f"output.root={tmp_path}", "dist.backend=gloo", "dist.nproc_per_node=2", *SHORT, module="tests.failing_rank", timeout=120

@@ -104,6 +104,20 @@ def test_a_ctrl_c_on_the_last_iteration_lets_the_run_finish_and_export(tmp_path,
     assert "Resume with" not in result.stderr and json.loads((tmp_path / "last" / "metrics.json").read_text())["epochs_run"] == 2
 
 
+def test_an_early_stopped_run_whose_export_was_cut_short_resumes_to_the_export_alone(tmp_path):
+    """Twice Ctrl-C during the export of a run that early stopping ended after epoch 2 of 4: the checkpoints are
+    there, and the resume finishes the export without training the epochs early stopping had ruled out."""
+    small = ["data.val_size=54000", "tensorboard.enabled=false", "train.max_epochs=4", "train.early_stopping_patience=1", "train.lr=1e-9"]
+    cut = run_trainer(f"output.root={tmp_path}", "run.name=early", *small, module="tests.signalled",
+                      env={"SIGNAL_AT": "finish", "SIGNAL_TIMES": "2"})
+    checkpoints = tmp_path / "early" / "checkpoints"
+    assert cut.returncode == 130 and cut.stderr.strip().splitlines()[-1] == (
+        f"error: stopped by the user at once: resume from the last checkpoint in {checkpoints}"), cut.stderr[-2000:]
+    resumed = run_trainer(f"resume={checkpoints / 'last_checkpoint_92.pt'}", *small)
+    assert resumed.returncode == 0 and "Epoch 3/4" not in resumed.stderr, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "early" / "metrics.json").read_text())["epochs_run"] == 2
+
+
 KILL_MOMENTS = {
     "while loading data": lambda p, run_dir: wait_for_file(run_dir, "config.yaml"),  # written just before the data are read
     "while the first checkpoint is written": lambda p, run_dir: wait_for_file(run_dir / "checkpoints", "*"),

@@ -203,7 +203,7 @@ def test_values_refused_together_fail_their_trial_and_the_study_goes_on(tiny, tm
     code, trials = two_trials_in_this_process(tiny, tmp_path, "together", space)
     out, err = capsys.readouterr()
     assert code == 1 and "no trial of study together has completed" in err, err
-    assert out.count("failed, the study goes on: train.warmup_epochs=2.0 is longer than train.max_epochs=1") == 2, out
+    assert out.count("(train.max_epochs=1, train.warmup_epochs=2) failed: train.warmup_epochs=2.0 is longer than") == 2, out
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert trials[0].user_attrs["note"].startswith("refused: train.warmup_epochs=2.0 is longer")
     assert (tmp_path / "together" / "trials.json").is_file() and not list((tmp_path / "together").glob("trial-*"))
@@ -211,6 +211,7 @@ def test_values_refused_together_fail_their_trial_and_the_study_goes_on(tiny, tm
     err = capsys.readouterr().err
     assert code == 2 and len(trials) == search.MAX_REFUSED_IN_A_ROW, "a space whose values never fit does not spin"
     assert err.startswith(f"error: the last {search.MAX_REFUSED_IN_A_ROW} trials' values were each refused together"), err
+    assert len(json.loads((tmp_path / "never" / "trials.json").read_text())) == search.MAX_REFUSED_IN_A_ROW, "reported"
 
 
 def test_a_stop_while_a_finished_trial_is_recorded_ends_the_study_after_recording_it(tiny, tmp_path, monkeypatch):

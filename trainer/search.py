@@ -197,6 +197,7 @@ def run_trials(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, 
         except TrialRefused as exc:  # TPE learns nothing from them: a space whose values never fit would only spin
             code, refused = 0, refused + 1
             if refused == MAX_REFUSED_IN_A_ROW:
+                print(write_report(study, folder), flush=True)
                 return fail(f"the last {refused} trials' values were each refused together ({exc}): narrow the space")
         done += 1
         gc.collect()  # each trial holds the whole dataset in memory while it runs
@@ -238,7 +239,7 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
         return 128 + late if late else 0
     except TrialRefused as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"refused: {exc}")
-        print(f"Trial {trial.number} ({describe(trial.params)}) failed, the study goes on: {exc}", flush=True)
+        print(f"Trial {trial.number} ({describe(trial.params)}) failed: {exc}", flush=True)
         raise
     except (Stopped, KeyboardInterrupt) as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, "stopped by the user")

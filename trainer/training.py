@@ -281,7 +281,9 @@ def training(
             logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
         logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
         started = time.perf_counter()
-        if trainer.state.iteration < cfg.train.max_epochs * len(train_loader):
+        # a run that early stopping ended is finished too: resumed to finish its export, it trains no more
+        stopped_early = "early_stopping" in to_save and to_save["early_stopping"].counter >= cfg.train.early_stopping_patience
+        if trainer.state.iteration < cfg.train.max_epochs * len(train_loader) and not stopped_early:
             trainer.run(train_loader, max_epochs=cfg.train.max_epochs)
         elif views:  # a finished run resumed only to export: no STARTED event, yet a new run name wants its start views
             views.log_start_views(trainer)
@@ -292,17 +294,16 @@ def training(
             checkpoint = Path(last.last_checkpoint)
             logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
             logger.info(f"Resume with: {resume_command(run_dir, checkpoint)}")
-            return stop.exit_code
-
-        best_epoch = load_best_weights(tested, best, tested_key)
-        final_val.run(val_loader)
-        final_test.run(test_loader)
-        if rank == 0:
-            metrics = finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
-            if views:
-                views.log_calibration(metrics)
-                logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
-            logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
+        else:
+            best_epoch = load_best_weights(tested, best, tested_key)
+            final_val.run(val_loader)
+            final_test.run(test_loader)
+            if rank == 0:
+                metrics = finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
+                if views:
+                    views.log_calibration(metrics)
+                    logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
+                logger.info(f"Run directory {run_dir}: test accuracy {final_test.state.metrics['accuracy']:.4f}")
     finally:
         try:
             if views:
@@ -312,7 +313,12 @@ def training(
                 if not keep_unfinished and not holds_run(run_dir):
                     remove_unfinished_start(run_dir)
                 os.close(claim)
-    idist.barrier()  # the other ranks wait for rank 0's export: a rank tearing down gloo while another works can abort
+    # The other ranks wait for rank 0's checkpoint or export: a rank tearing down gloo while another works can abort,
+    # and a rank that exits first gets the others terminated by torch's spawn, which a stopping rank 0 hears as a
+    # second Ctrl-C.
+    idist.barrier()
+    if stop.ended_run:
+        return stop.exit_code
     if stop.requested:  # a signal after the training's end, which the export did not stop for
         logger.info(f"Stopped after the training had ended: the run is finished and exported to {run_dir / 'model.pt'}")
         return stop.exit_code
@@ -353,7 +359,9 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
     except UserError as exc:
         code = fail(exc)
     except KeyboardInterrupt:  # a second Ctrl-C; in a spawned process torch would report it as a success
-        code = fail(STOPPED_AT_ONCE, 130)
+        run_dir = Path(cfg.output.root) / cfg.run.name
+        code = fail(f"stopped by the user at once: resume from the last checkpoint in {run_dir / 'checkpoints'}"
+                    if holds_run(run_dir) else STOPPED_AT_ONCE, 130)
     except OSError as exc:  # the disk filled up or the run directory became unwritable while training
         where = exc.filename or Path(cfg.output.root) / cfg.run.name
         code = fail(f"cannot write {where}: {exc.strerror or exc}; checkpoints already written are intact", 1)
