@@ -240,6 +240,19 @@ def test_a_garment_filling_the_frame_is_classified_not_refused():
     assert cut.tile.max() >= 250 and (cut.tile > 60).mean() > 0.2
 
 
+def test_a_garment_filling_the_frame_is_not_taken_for_the_sheet_beside_it():
+    """Dark trousers from the top edge to the bottom one: the border is half trousers, so the background fitted to it
+    takes their colour and what stands out is the sheet between the legs; that misses the middle of the picture, where
+    the colour of the middle finds the trousers (and the demo says it could not cut them out)."""
+    img = Image.new("RGB", (450, 600), (232, 228, 220))
+    legs = [(126, -10), (324, -10), (346, 640), (238, 640), (225, 185), (212, 640), (104, 640)]
+    ImageDraw.Draw(img).polygon(legs, fill=(40, 50, 80))
+    cut = cut_out(img)
+    assert not cut.segmented, "the fallback, which the demo notes"
+    seen = cut.tile > 60
+    assert seen[:, 10:18].mean() > 0.5 and seen.mean() > 0.3, "the trousers fill the tile, not a strip of sheet"
+
+
 def test_the_ground_below_a_horizon_is_cut_out_as_running_across_the_picture():
     """What stands out from a landscape's sky is its ground, down both side edges: `across`, which no garment is."""
     for seed in range(3):

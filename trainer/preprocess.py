@@ -303,7 +303,19 @@ def _garment(distance2: np.ndarray, threshold: float, centre: Callable[[], np.nd
         fallback = centre()
         if not segmented or (not _scraps(fallback) and fallback.mean() < MAX_FALLBACK_SHARE):
             return fallback, False
+    elif _misses_middle(mask):
+        # a garment filling the frame: fitted to a border that is mostly garment, the background is the garment's
+        # colour, and what stands out is the sheet beside it (between trouser legs, under a sleeve)
+        fallback = centre()
+        if not _misses_middle(fallback) and fallback.mean() < MAX_FALLBACK_SHARE:
+            return fallback, False
     return mask, segmented
+
+
+def _misses_middle(mask: np.ndarray) -> bool:
+    """Whether the mask leaves out the whole middle fifth of the picture, each way."""
+    h, w = mask.shape
+    return not mask[round(0.4 * h):round(0.6 * h) + 1, round(0.4 * w):round(0.6 * w) + 1].any()
 
 
 def _pieces(above: np.ndarray) -> np.ndarray:
