@@ -253,6 +253,26 @@ def test_a_garment_filling_the_frame_is_not_taken_for_the_sheet_beside_it():
     assert seen[:, 10:18].mean() > 0.5 and seen.mean() > 0.3, "the trousers fill the tile, not a strip of sheet"
 
 
+@pytest.mark.parametrize("colour", [(90, 0, 10), (20, 0, 160)], ids=["maroon", "ultramarine"])
+def test_a_dark_garment_in_colour_on_black_is_cut_out_not_called_blank(colour):
+    """Darker than any grey level a tile's garment has, but plainly a garment in colour: a photo, not a blank tile."""
+    img = Image.new("RGB", (300, 400), (5, 5, 5))
+    ImageDraw.Draw(img).polygon([(90, 60), (210, 60), (250, 120), (225, 130), (215, 340), (85, 340), (75, 130), (50, 120)], fill=colour)
+    cut = cut_out(img)
+    assert cut.photo and cut.segmented and (cut.tile > 60).mean() > 0.3
+    with pytest.raises(ImageError, match="nothing but a dark background"):
+        cut_out(Image.new("RGB", (300, 400), (25, 25, 25)))
+
+
+def test_formats_outside_the_six_are_refused_though_pillow_reads_them():
+    """Pillow would decode a TGA or PCX (and hand an EPS to Ghostscript): the decoder opens only the six formats."""
+    for kind in ("TGA", "PCX", "PPM"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, kind)
+        with pytest.raises(ImageError, match="not an image in a format we can read"):
+            open_image(buffer.getvalue())
+
+
 def test_the_ground_below_a_horizon_is_cut_out_as_running_across_the_picture():
     """What stands out from a landscape's sky is its ground, down both side edges: `across`, which no garment is."""
     for seed in range(3):

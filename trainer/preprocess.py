@@ -49,6 +49,7 @@ BLANK_RANGE = 10.0  # a picture whose luminance and colour vary less than this (
 # ... and one whose most different 5x5 patch stands out from its fitted background by less than this: a blank sheet
 # under a lamp's gradient or a lens's vignette (`_stands_out`; docs/reliability.md gives the figures)
 BLANK_RESIDUAL = 20.0
+COLOURED = 40  # the spread of a pixel's R, G and B above which a dark picture is a photo in colour, not a black tile
 BLANK = "No garment could be told apart from the background in this picture: it looks blank."
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
 
@@ -256,7 +257,11 @@ def cut_out(image: Image.Image) -> Cutout:
         work = rgb
     to_photo = (width / work.size[0], height / work.size[1])
     if _has_dark_border(work):
-        return _pass_through(work, to_photo)
+        try:
+            return _pass_through(work, to_photo)
+        except ImageError:  # nothing above a tile's black: blank, unless a dark garment in colour lies on black
+            if not _coloured(work):
+                raise
 
     x = np.asarray(work, dtype=np.float32)
     feats = _opponent(x)
@@ -409,6 +414,12 @@ def _has_dark_border(rgb: Image.Image) -> bool:
     grey = np.asarray(rgb.convert("L"))
     ring = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
     return float(np.mean(ring < 48)) >= 0.5 and float(np.median(ring)) < 32
+
+
+def _coloured(rgb: Image.Image) -> bool:
+    """Whether some of the picture is clearly in colour (a maroon or navy garment), which a grey tile never is."""
+    x = np.asarray(rgb, dtype=np.int16)
+    return float(np.percentile(x.max(axis=2) - x.min(axis=2), 99)) >= COLOURED
 
 
 def _pass_through(rgb: Image.Image, to_photo: tuple[float, float]) -> Cutout:
