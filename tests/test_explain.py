@@ -12,6 +12,7 @@ from PIL import Image
 from trainer.data import BLACK, CLASS_NAMES, MEAN, STD
 from trainer.attribution import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, method_for
 from trainer.explain import explain
+from trainer.heatmap import NEGATIVE, OPACITY, POSITIVE, heat_rgba
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
 from trainer.predict import Classifier
@@ -175,11 +176,43 @@ def photo() -> Image.Image:
 
 def test_the_black_around_a_photo_s_garment_gets_no_evidence(classifier):
     """Blacking out black changes nothing: the demo's black must be the tiles' own to the last bit, or every patch of
-    background counts as garment and the evidence of the patches at its edge spreads onto it."""
+    background counts as garment and the evidence of the patches at its edge spreads onto it; nor may the smaller
+    views' maps, stretched back over the tile, spill onto it (the demo's explanation, all the photo's views)."""
     seen = classifier.classify(photo()).seen
     heat = attribute(classifier.model, normalise_tile(seen, classifier.mean, classifier.std)[None], 0, classifier.background)[0]
     black = torch.from_numpy(seen == 0)
     assert black.any() and (heat[black] == 0).all() and heat[~black].abs().sum() > 0
+    explained = explain(classifier, photo()).heat
+    assert (explained[seen == 0] == 0).all() and np.abs(explained[seen != 0]).sum() > 0
+
+
+class BrightModel(nn.Module):
+    """Class 0's logit sums how far pixels are above 90% white, anywhere (evidence by content, the same for a mirror
+    image); class 1's sums every pixel's light: a map for one is not a map for the other."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bright = F.relu(x - (0.9 - MEAN) / STD).sum((-3, -2, -1))
+        light = (x - BLACK).sum((-3, -2, -1))
+        return torch.stack([bright, light, *torch.zeros(8, len(x))], 1)
+
+
+def test_the_explanation_is_of_the_class_asked_on_the_tile_answered_where_its_evidence_lies(classifier):
+    """A garment darker on its left (lighter there in the tile): the evidence for class 0 lies on the tile's left,
+    not mirrored or shifted, and is the map of the class asked for, over the views the answer averaged."""
+    pixels = np.full((300, 400, 3), 225, dtype=np.uint8)
+    pixels[60:240, 150:260] = (90, 95, 110)
+    pixels[100:160, 160:195] = (5, 5, 5)
+    image = Image.fromarray(pixels)
+    classifier.model = BrightModel()
+    first, second = explain(classifier, image, CLASS_NAMES[0]), explain(classifier, image, CLASS_NAMES[1])
+    seen, heat = first.prediction.seen, torch.from_numpy(first.heat)
+    lit = np.nonzero(seen > 240)
+    assert lit[1].max() < 14 and heat[:, :14].abs().sum() > 4 * heat[:, 14:].abs().sum(), "the left, where the light patch is"
+    tile = normalise_tile(seen, classifier.mean, classifier.std)
+    for explanation, index in ((first, 0), (second, 1)):
+        expected = attribute_views(classifier.model, tile, index, classifier.background, sizes=first.prediction.sizes)
+        assert first.prediction.sizes == PHOTO_SIZES and torch.equal(torch.from_numpy(explanation.heat), expected)
+    assert not np.allclose(first.heat, second.heat)
 
 
 def test_the_photos_map_is_drawn_on_the_part_of_the_photo_the_tile_shows(classifier):
@@ -204,3 +237,10 @@ def test_any_class_can_be_explained_and_the_top_one_by_default(classifier):
     assert explain(classifier, image, other).class_name == other
     with pytest.raises(ValueError, match="unknown class"):
         explain(classifier, image, "Hat")
+
+
+def test_evidence_for_is_orange_against_is_blue_and_weak_evidence_fainter():
+    """The colours the demo, TensorBoard and the docs name: orange for the class, blue against it."""
+    rgba = heat_rgba(np.array([[1.0, -1.0, 0.1, 0.0]]), scale=1.0)[0]
+    assert tuple(rgba[0, :3]) == tuple(POSITIVE) == (255, 60, 0) and tuple(rgba[1, :3]) == tuple(NEGATIVE) == (0, 120, 255)
+    assert rgba[0, 3] == rgba[1, 3] == OPACITY and 0 < rgba[2, 3] < OPACITY and rgba[3, 3] == 0

@@ -67,13 +67,13 @@ def _occlusion(model: nn.Module, tiles: torch.Tensor, targets: list[int], blank:
     anew for every call and runs the network on patches of pure background too, which blacking out leaves as they
     were: this makes the masks once and runs only the patches that touch the garment (docs/explanations.md).
     """
-    masks = occlusion_masks(tiles.shape[-1])  # (P, H, W)
+    masks = occlusion_masks(tiles.shape[-1]).to(tiles.device)  # (P, H, W); on a GPU run's model, a GPU's
     garment = tiles[:, 0] != blank[:, 0]  # (N, H, W)
     touched = (garment[:, None] & masks).flatten(2).any(2)  # (N, P): the patches whose occlusion changes the tile
     if not touched.any():
         return torch.zeros_like(tiles)
     tile_index, patch_index = touched.nonzero(as_tuple=True)
-    target = torch.as_tensor(targets)
+    target = torch.as_tensor(targets, device=tiles.device)
     whole = model(tiles).gather(1, target[:, None])[:, 0]
     occluded = torch.where(masks[patch_index, None], blank[tile_index], tiles[tile_index])
     batches = occluded.tensor_split(math.ceil(len(occluded) / OCCLUSION_BATCH))  # equal: 2 x 98, not 162 + 34, is faster
@@ -125,7 +125,9 @@ def attribute_views(
 ) -> torch.Tensor:
     """One tile's map (28, 28); with `sizes`, the maps of the classifier's test-time views at those sizes
     (`trainer.views`), each brought back onto the tile's pixels and averaged, as a classifier that averages its
-    logits over them sees the garment."""
+    logits over them sees the garment. The smaller views' maps, stretched back, would spill onto the black round the
+    garment, which blacking out cannot change: the garment's own pixels keep the map."""
     if sizes is None:
         return attribute(model, tile[None], target, background, method)[0]
-    return averaged_maps(attribute(model, views(tile[None], sizes, background), target, background, method), sizes)[0]
+    maps = averaged_maps(attribute(model, views(tile[None], sizes, background), target, background, method), sizes)[0]
+    return maps * (tile[0] != background)
