@@ -253,6 +253,17 @@ def test_a_garment_filling_the_frame_is_not_taken_for_the_sheet_beside_it():
     assert seen[:, 10:18].mean() > 0.5 and seen.mean() > 0.3, "the trousers fill the tile, not a strip of sheet"
 
 
+def test_a_pair_of_shoes_apart_keeps_its_cut_out_though_it_misses_the_middle():
+    """The middle of the picture is the sheet between the shoes: its colour would find the sheet, round the border."""
+    img = Image.new("RGB", (400, 300), (225, 220, 210))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((20, 40, 156, 280), fill=(40, 35, 30))  # the middle fifth, columns 160-240, is sheet
+    draw.ellipse((244, 40, 380, 280), fill=(40, 35, 30))
+    cut = cut_out(img)
+    assert cut.segmented, "a shoe cut out, not the sheet taken by the colour of the middle"
+    assert (cut.tile > 60).mean() > 0.3 and cut.tile[:, [0, -1]].max() < 60, "a shoe inside the tile, not a sheet across it"
+
+
 @pytest.mark.parametrize("colour", [(90, 0, 10), (20, 0, 160)], ids=["maroon", "ultramarine"])
 def test_a_dark_garment_in_colour_on_black_is_cut_out_not_called_blank(colour):
     """Darker than any grey level a tile's garment has, but plainly a garment in colour: a photo, not a blank tile."""

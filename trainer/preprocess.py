@@ -38,6 +38,7 @@ CENTRE_THRESHOLD = 3.0  # the fallback: colour distance from the middle of the p
 MIN_GARMENT_SHARE = 0.02  # a cut-out smaller than this share of the picture is a speck, not the garment
 MIN_FILL = 0.4  # a cut-out covering less of its bounding box than this is scraps of a garment (chosen on real photos)
 MAX_FALLBACK_SHARE = 0.8  # a fallback cut-out larger than this share of the picture has found the background too
+MAX_FALLBACK_BORDER = 0.5  # ... as has one round half the picture's border, for a cut-out that missed the middle
 # a cut-out down more than this share of both side edges runs across the picture: scenery, such as the ground below a
 # horizon, not a garment lying or hanging in the frame (chosen on real photos and drawn landscapes, docs/real_photos.md)
 MAX_SIDE_SHARE = 0.4
@@ -310,9 +311,10 @@ def _garment(distance2: np.ndarray, threshold: float, centre: Callable[[], np.nd
             return fallback, False
     elif _misses_middle(mask):
         # a garment filling the frame: fitted to a border that is mostly garment, the background is the garment's
-        # colour, and what stands out is the sheet beside it (between trouser legs, under a sleeve)
+        # colour, and what stands out is the sheet beside it (between trouser legs, under a sleeve); but where the
+        # middle is the sheet (a pair of shoes apart), its colour finds the sheet, round the picture's border
         fallback = centre()
-        if not _misses_middle(fallback) and fallback.mean() < MAX_FALLBACK_SHARE:
+        if not _misses_middle(fallback) and fallback.mean() < MAX_FALLBACK_SHARE and _border_share(fallback) < MAX_FALLBACK_BORDER:
             return fallback, False
     return mask, segmented
 
@@ -321,6 +323,16 @@ def _misses_middle(mask: np.ndarray) -> bool:
     """Whether the mask leaves out the whole middle fifth of the picture, each way."""
     h, w = mask.shape
     return not mask[round(0.4 * h):round(0.6 * h) + 1, round(0.4 * w):round(0.6 * w) + 1].any()
+
+
+def _ring(pixels: np.ndarray) -> np.ndarray:
+    """The picture's outermost pixels, each once."""
+    return np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+
+
+def _border_share(mask: np.ndarray) -> float:
+    """The share of the picture's outermost pixels that the mask covers."""
+    return float(_ring(mask).mean())
 
 
 def _pieces(above: np.ndarray) -> np.ndarray:
@@ -412,7 +424,7 @@ def _centre_mask(feats: np.ndarray) -> np.ndarray:
 def _has_dark_border(rgb: Image.Image) -> bool:
     """Fashion-MNIST-like inputs have black borders, which no ordinary photo background is."""
     grey = np.asarray(rgb.convert("L"))
-    ring = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    ring = _ring(grey)
     return float(np.mean(ring < 48)) >= 0.5 and float(np.median(ring)) < 32
 
 
