@@ -204,6 +204,7 @@ def test_values_refused_together_fail_their_trial_and_the_study_goes_on(tiny, tm
     out, err = capsys.readouterr()
     assert code == 1 and "no trial of study together has completed" in err, err
     assert out.count("(train.max_epochs=1, train.warmup_epochs=2) failed: train.warmup_epochs=2.0 is longer than") == 2, out
+    assert "Plot optimization_history not drawn: no trial has completed" in out, "no empty plots, nor Optuna's warnings"
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert trials[0].user_attrs["note"].startswith("refused: train.warmup_epochs=2.0 is longer")
     assert (tmp_path / "together" / "trials.json").is_file() and not list((tmp_path / "together").glob("trial-*"))

@@ -81,6 +81,8 @@ def best_config_yaml(study: optuna.Study, trial: FrozenTrial, path: Path) -> str
 
 def save_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
     """Each plot as PNG; returns why any could not be drawn (too few finished trials, for instance)."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):  # Optuna would draw empty axes, and warn
+        return {name: "no trial has completed" for name in PLOTS}
     skipped = {}
     for name, plot in PLOTS.items():
         try:
