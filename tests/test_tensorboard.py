@@ -9,6 +9,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
@@ -18,6 +19,7 @@ from tensorboard.util import tensor_util
 from tests.helpers import ROOT, accumulate, pr_curve_counts, require_chromium, run_trainer, write_idx
 from tests.servers import free_port, serving
 from trainer.data import CLASS_NAMES, read_idx
+from trainer.handlers.tensorboard import hparam_value
 
 EPOCHS, EPOCH_LENGTH = 2, 55_000 // 128
 EVERY = EPOCH_LENGTH // 5
@@ -157,6 +159,13 @@ def test_tensorboard_server_serves_the_run(trained_run, tmp_path):
                 assert set(response.read().decode().split()) <= {w for c in CLASS_NAMES for w in c.split()}
             with urllib.request.urlopen(f"{base}/data/plugin/projector/sprite_image?{query}", timeout=30) as response:
                 assert Image.open(io.BytesIO(response.read())).size == (32 * 28, 32 * 28)
+
+
+def test_hparam_values_are_numbers_or_texts_the_tab_shows():
+    """torch's writer silently leaves out a None: a study's `null` choice must still show, as its text."""
+    assert [hparam_value(v) for v in (None, 0.1, 3, True, "sgd")] == ["None", 0.1, 3, True, "sgd"]
+    assert hparam_value(OmegaConf.create({"conv1": 16, "batch_norm": True})) == "conv1=16, batch_norm=True"
+    assert hparam_value(OmegaConf.create({})) == "-"
 
 
 def test_the_screenshot_script_captures_tabs_one_after_another(trained_run, tmp_path):

@@ -33,7 +33,7 @@ from trainer.data import check_raw_files, ensure_downloaded
 from trainer.engines import TrainingDiverged
 from trainer.errors import UserError, fail
 from trainer.handlers.interrupt import GracefulStop
-from trainer.handlers.tensorboard import hparam_values, write_hparams
+from trainer.handlers.tensorboard import hparam_value, hparam_values, write_hparams
 from trainer.safe_io import atomic_write_json, exclusive
 from trainer.search_report import write_report
 from trainer.search_space import SearchSpec, as_override, load_spec
@@ -294,7 +294,8 @@ def conclude(study: optuna.Study, trial: Trial, run_dir: Path, cfg: DictConfig |
 def write_trial_hparams(run_dir: Path, cfg: DictConfig, trial: FrozenTrial, val_accuracy: float | None) -> None:
     """The run's HParams as a plain run writes them, plus every searched key and the trial's state, so
     `tensorboard --logdir <study>` compares the trials; the same keys for every trial, as the HParams tab needs."""
-    values = hparam_values(cfg) | trial.params | {"trial": trial.number, "trial_state": trial.state.name}
+    values = hparam_values(cfg) | {key: hparam_value(value) for key, value in trial.params.items()}
+    values |= {"trial": trial.number, "trial_state": trial.state.name}
     with SummaryWriter(str(run_dir)) as writer:
         write_hparams(writer, values, {METRIC: val_accuracy})
 
