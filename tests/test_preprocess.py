@@ -264,9 +264,11 @@ def test_a_pair_of_shoes_apart_keeps_its_cut_out_though_it_misses_the_middle():
     assert (cut.tile > 60).mean() > 0.3 and cut.tile[:, [0, -1]].max() < 60, "a shoe inside the tile, not a sheet across it"
 
 
-@pytest.mark.parametrize("colour", [(90, 0, 10), (20, 0, 160)], ids=["maroon", "ultramarine"])
+@pytest.mark.parametrize("colour", [(90, 0, 10), (20, 0, 160), (130, 10, 20), (30, 40, 130)], ids=["maroon", "ultramarine", "red", "navy"])
 def test_a_dark_garment_in_colour_on_black_is_cut_out_not_called_blank(colour):
-    """Darker than any grey level a tile's garment has, but plainly a garment in colour: a photo, not a blank tile."""
+    """Darker than (maroon, ultramarine) or as dark as (red, navy, grey 40-45) the dimmest grey levels of a tile's
+    garment, but plainly a garment in colour: a photo, cut out and stretched to a tile's contrast, not a blank or
+    dim tile."""
     img = Image.new("RGB", (300, 400), (5, 5, 5))
     ImageDraw.Draw(img).polygon([(90, 60), (210, 60), (250, 120), (225, 130), (215, 340), (85, 340), (75, 130), (50, 120)], fill=colour)
     cut = cut_out(img)

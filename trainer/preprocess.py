@@ -231,7 +231,7 @@ def to_fashion_mnist(image: Image.Image) -> np.ndarray:
 def cut_out(image: Image.Image) -> Cutout:
     """Photo -> Fashion-MNIST tile, with the square of the photo it shows.
 
-    An input that already looks like Fashion-MNIST (dark border) only goes to grey and to 28x28.
+    An input that already looks like Fashion-MNIST (dark border, grey) only goes to grey and to 28x28.
     Otherwise a colour model of the background is fitted to the image border (a smooth surface,
     robust to clutter touching the border, so gradients, vignetting and tinted sheets are
     background too); the garment is what differs from it in colour, not only in brightness, by more
@@ -257,12 +257,8 @@ def cut_out(image: Image.Image) -> Cutout:
     else:
         work = rgb
     to_photo = (width / work.size[0], height / work.size[1])
-    if _has_dark_border(work):
-        try:
-            return _pass_through(work, to_photo)
-        except ImageError:  # nothing above a tile's black: blank, unless a dark garment in colour lies on black
-            if not _coloured(work):
-                raise
+    if _has_dark_border(work) and not _coloured(work):  # a tile is grey; a garment in colour on black is a photo
+        return _pass_through(work, to_photo)
 
     x = np.asarray(work, dtype=np.float32)
     feats = _opponent(x)
