@@ -214,3 +214,34 @@ def test_a_model_without_a_mistake_on_the_test_set_still_exports(tmp_path):
     assert json.loads((tmp_path / "perfect" / "metrics.json").read_text())["test_accuracy"] == 1.0
     images = set(accumulate(tmp_path / "perfect").Tags()["images"])
     assert "test/confusion_matrix" in images and not images & {"test/most_confident_mistakes", "test/mistakes_explained"}
+
+
+def test_each_explained_mistake_shows_the_evidence_for_its_own_predicted_and_true_class(monkeypatch):
+    """The view computes the maps of all mistakes in one batch, the predicted classes' then the true ones': each
+    tile's pair must come back beside that tile, the predicted class's first, as its titles say."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import trainer.handlers.tensorboard as tb
+    from trainer.attribution import attribute
+    from trainer.data import BLACK
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    x = torch.rand(40, 1, 28, 28)
+    with torch.no_grad():
+        probs = torch.softmax(model(x), 1)
+    y = (probs.argmax(1) + 1 + torch.arange(40) % 9) % 10  # every tile a mistake, with varied true classes
+    worst = tb.most_confident_mistakes(y, probs)
+    drawn = {}
+    monkeypatch.setattr(tb, "explained_figure", lambda images, a, b, titles, title: drawn.update(a=a, b=b, titles=titles))
+    view = SimpleNamespace(tested=model, class_names=CLASS_NAMES, answer=lambda p, c, t: tb.TensorBoardViews.answer(view, p, c, t))
+    tb.TensorBoardViews.mistakes_explained_figure(view, x, y, probs, worst, torch.device("cpu"))
+
+    predicted = probs.argmax(1)
+    for k, i in enumerate(worst.tolist()):
+        for_predicted = attribute(model, x[i : i + 1], int(predicted[i]), BLACK)[0]
+        for_true = attribute(model, x[i : i + 1], int(y[i]), BLACK)[0]
+        assert torch.allclose(drawn["a"][k], for_predicted, atol=1e-5) and torch.allclose(drawn["b"][k], for_true, atol=1e-5)
+        assert drawn["titles"][k][1:] == (f"for {CLASS_NAMES[predicted[i]]}", f"for {CLASS_NAMES[y[i]]}")
