@@ -11,7 +11,7 @@ from PIL import Image
 
 from trainer.data import BLACK, CLASS_NAMES, MEAN, STD
 from trainer.attribution import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, method_for
-from trainer.explain import explain
+from trainer.explain import FAINT, explain
 from trainer.heatmap import NEGATIVE, OPACITY, POSITIVE, heat_rgba
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
@@ -177,13 +177,16 @@ def photo() -> Image.Image:
 def test_the_black_around_a_photo_s_garment_gets_no_evidence(classifier):
     """Blacking out black changes nothing: the demo's black must be the tiles' own to the last bit, or every patch of
     background counts as garment and the evidence of the patches at its edge spreads onto it; nor may the smaller
-    views' maps, stretched back over the tile, spill onto it (the demo's explanation, all the photo's views)."""
+    views' maps, stretched back over the tile, spill onto it (the demo's explanation, all the photo's views), nor onto
+    the faint ripples that resizing leaves two pixels off the garment, which drew its outline again beside it."""
     seen = classifier.classify(photo()).seen
     heat = attribute(classifier.model, normalise_tile(seen, classifier.mean, classifier.std)[None], 0, classifier.background)[0]
     black = torch.from_numpy(seen == 0)
     assert black.any() and (heat[black] == 0).all() and heat[~black].abs().sum() > 0
     explained = explain(classifier, photo()).heat
-    assert (explained[seen == 0] == 0).all() and np.abs(explained[seen != 0]).sum() > 0
+    faint = seen <= FAINT
+    assert (faint & (seen > 0)).sum() > 20, "the photo's tile has ripples beside the garment"
+    assert (explained[faint] == 0).all() and np.abs(explained[~faint]).sum() > 0
 
 
 class BrightModel(nn.Module):
@@ -210,7 +213,7 @@ def test_the_explanation_is_of_the_class_asked_on_the_tile_answered_where_its_ev
     assert lit[1].max() < 14 and heat[:, :14].abs().sum() > 4 * heat[:, 14:].abs().sum(), "the left, where the light patch is"
     tile = normalise_tile(seen, classifier.mean, classifier.std)
     for explanation, index in ((first, 0), (second, 1)):
-        expected = attribute_views(classifier.model, tile, index, classifier.background, sizes=first.prediction.sizes)
+        expected = attribute_views(classifier.model, tile, index, classifier.background, sizes=first.prediction.sizes) * torch.from_numpy(seen > FAINT)
         assert first.prediction.sizes == PHOTO_SIZES and torch.equal(torch.from_numpy(explanation.heat), expected)
     assert not np.allclose(first.heat, second.heat)
 
