@@ -162,9 +162,9 @@ def test_tensorboard_server_serves_the_run(trained_run, tmp_path):
 
 
 def test_hparam_values_are_numbers_or_texts_the_tab_shows():
-    """torch's writer silently leaves out a None: a study's `null` choice must still show, as its text."""
-    assert [hparam_value(v) for v in (None, 0.1, 3, True, "sgd")] == ["None", 0.1, 3, True, "sgd"]
-    assert hparam_value(OmegaConf.create({"conv1": 16, "batch_norm": True})) == "conv1=16, batch_norm=True"
+    """torch's writer silently leaves out a None, and stores true as 1: a study's `null` choice, and a flag, must show as text."""
+    assert [hparam_value(v) for v in (None, 0.1, 3, True, False, "sgd")] == ["None", 0.1, 3, "true", "false", "sgd"]
+    assert hparam_value(OmegaConf.create({"conv1": 16, "batch_norm": True})) == "conv1=16, batch_norm=true"
     assert hparam_value(OmegaConf.create({})) == "-"
 
 

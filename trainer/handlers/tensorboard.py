@@ -37,17 +37,20 @@ HPARAM_KEYS = ("model.name", "model.kwargs", "train.optimizer", "train.lr", "tra
                "train.weight_decay", "train.augment.p", "seed")
 
 
-def hparam_values(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+def hparam_values(cfg: DictConfig) -> dict[str, int | float | str]:
     """The HPARAM_KEYS of a run as the HParams tab takes them (`hparam_value`)."""
     return {key: hparam_value(OmegaConf.select(cfg, key)) for key in HPARAM_KEYS}
 
 
-def hparam_value(value: Any) -> bool | int | float | str:
-    """A value as the HParams tab takes it: a mapping as one text, `conv1=16, conv2=48`; anything else that is not a
-    number or a text (a study's `null` choice) as its text, which torch's writer would otherwise leave out."""
+def hparam_value(value: Any) -> int | float | str:
+    """A value as the HParams tab takes it: a mapping as one text, `conv1=16, conv2=48`; true and false as text, which
+    torch's writer would store as the numbers 1 and 0; anything else that is not a number or a text (a study's `null`
+    choice) as its text, which torch's writer would otherwise leave out."""
     if isinstance(value, DictConfig):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-    return value if isinstance(value, (bool, int, float, str)) else str(value)
+        return ", ".join(f"{k}={hparam_value(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def timed(method: Callable[..., T]) -> Callable[..., T]:
