@@ -9,6 +9,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
+from omegaconf import OmegaConf
+from sqlalchemy.engine import URL
 from tensorboard.plugins.hparams import metadata
 
 from tests.helpers import ROOT, accumulate, ctrl_c_after, killed_on_leaving, run_trainer, write_idx
@@ -51,7 +54,11 @@ def run_search(tiny: Path, *args: str, space: str = "aggressive.yaml") -> subpro
 
 
 def load_study(tiny: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tiny / 'runs' / name / 'study.db'}")
+    return optuna.load_study(study_name=name, storage=sqlite_url(tiny / "runs" / name / "study.db"))
+
+
+def sqlite_url(path: Path) -> str:
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +85,10 @@ def test_a_pruned_trial_stops_early_and_its_run_directory_says_so(study, tiny):
     records = [json.loads((folder / f"trial-{n}" / "trial.json").read_text()) for n in range(4)]
     pruned = [r for r in records if r["state"] == "PRUNED"]
     assert pruned, records
+    rows = {row["trial"]: row for row in json.loads((folder / "trials.json").read_text())}
     for record in pruned:
         assert record["epochs_run"] == 1 and record["note"] == "pruned after epoch 1"
+        assert rows[record["trial"]]["val_accuracy"] == record["val_accuracy"], "one accuracy for a trial, everywhere"
     states = {t.number: t.state.name for t in load_study(tiny, "tiny").trials}
     assert states == {r["trial"]: r["state"] for r in records}
 
@@ -98,6 +107,7 @@ def test_the_best_config_reloads_and_trains(study, tiny, tmp_path):
     best = max((t for t in load_study(tiny, "tiny").trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     cfg = load_config(folder / "best.yaml")
     assert cfg.train.lr == best.params["train.lr"] and cfg.train.label_smoothing == best.params["train.label_smoothing"]
+    assert {"root", "photos"}.isdisjoint(yaml.safe_load((folder / "best.yaml").read_text())["data"]), "this machine's places"
     result = run_trainer(f"output.root={tmp_path}", "run.name=best", f"data.root={tiny / 'data'}", *LIGHT_VIEWS, config=str(folder / "best.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "best" / "metrics.json").read_text())["epochs_run"] == 2
@@ -172,6 +182,10 @@ def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study storage"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "nosuchdb://user:secret@host/db"], "cannot open the study storage nosuchdb://user:***@host/db"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--trials", "0"], "--trials must be at least 1"),
+        ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--study", "s" * 101], "--study must be a plain folder name of at most 100"),
+        ("space:\n  train.augment.scale: {type: categorical, choices: [[0.9, 1.1], [1.0, 1.0]]}\n", [], "choices must each be a number"),
+        ("pruner: {type: hyperband, min_resource: 0}\nspace:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", [],
+         "the hyperband pruner's arguments are refused (a resource of 0"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2_before_any_training(tiny, tmp_path, capsys, space, args, message):
@@ -192,7 +206,7 @@ def two_trials_in_this_process(tiny: Path, folder: Path, name: str, space: Path 
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    return code, optuna.load_study(study_name=name, storage=f"sqlite:///{folder / name / 'study.db'}").trials
+    return code, optuna.load_study(study_name=name, storage=sqlite_url(folder / name / "study.db")).trials
 
 
 def test_values_refused_together_fail_their_trial_and_the_study_goes_on(tiny, tmp_path, capsys):
@@ -247,3 +261,48 @@ def test_a_stop_during_a_trial_s_export_records_the_finished_trial_and_ends_the_
 def test_a_missing_space_file_is_refused(tiny, tmp_path, capsys):
     assert search.main(["--space", str(tmp_path / "nope.yaml"), f"data.root={tiny / 'data'}"]) == 2
     assert "search space" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
+def test_an_unwritable_output_root_is_one_sentence(tiny, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code = search.main(["--space", str(tiny / "aggressive.yaml"), f"output.root={tmp_path / 'file' / 'runs'}", f"data.root={tiny / 'data'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot write the study's folder") and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_study_goes_on_only_with_the_settings_it_began_with(tiny, tmp_path, capsys):
+    """Continued with another fixed key, its trials would be compared, and pruned, against another recipe's. The folder
+    has characters a URL reads otherwise ('?' a query, '%' an escape): the database must still be made inside it."""
+    folder = tmp_path / "odd?x=1 %20"
+    code, trials = two_trials_in_this_process(tiny, folder, "mixed", trials=1)
+    out = capsys.readouterr().out
+    assert code == 0 and [t.state.name for t in trials] == ["COMPLETE"] and (folder / "mixed" / "study.db").is_file()
+    assert "Plot param_importances not drawn: one trial has completed" in out, "no bars of equal length from one trial"
+    code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", "mixed",
+                        f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS, "train.weight_decay=0.001"])
+    err = capsys.readouterr().err
+    assert code == 2 and "study mixed began with other settings than these, train.weight_decay (0.0005 then, 0.001 now)" in err, err
+
+
+def test_a_stop_while_a_trial_is_created_tells_the_study_that_trial_failed(tiny, tmp_path, monkeypatch):
+    """Ctrl-C inside `study.ask`, once the trial's row is written: the trial is told, not left RUNNING for ever."""
+    ask = optuna.Study.ask
+
+    def interrupted_ask(self, *args, **kwargs):
+        trial = ask(self, *args, **kwargs)
+        if self.study_name == "asked":  # not the pruner's try-out in memory
+            os.kill(os.getpid(), signal.SIGINT)
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", interrupted_ask)
+    code, [trial] = two_trials_in_this_process(tiny, tmp_path, "asked")
+    assert code == 130 and trial.state.name == "FAIL" and trial.user_attrs["note"] == "stopped by the user", (code, trial.state)
+
+
+def test_a_stop_inside_a_library_keeps_its_signal(tiny):
+    """OmegaConf re-raises an exception it catches with its own message as the argument: a stop must pass through it
+    unchanged, or the study's exit code is computed from that text (a traceback, exit 1)."""
+    OmegaConf.register_resolver("stop_now", lambda: search.raise_stopped(signal.SIGINT, None), replace=True, annotation_validation="off")
+    with pytest.raises(search.Stopped) as stopped:
+        OmegaConf.to_container(OmegaConf.create({"key": "${stop_now:}"}), resolve=True)
+    assert stopped.value.signum == signal.SIGINT

@@ -24,8 +24,10 @@ from typing import Any
 import optuna
 from ignite.engine import Engine, Events
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import distribution_to_json
 from optuna.trial import FrozenTrial, Trial, TrialState
 from optuna_integration import PyTorchIgnitePruningHandler
+from sqlalchemy.engine import URL
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer.config import DEFAULT_CONFIG, load_config
@@ -56,8 +58,11 @@ class TrialRefused(UserError):
     longer than the epochs): the trial fails, the study goes on."""
 
 
-class Stopped(Exception):
-    """A signal outside the trainer's own graceful stop: while a trial starts, between trials, or a second Ctrl-C."""
+class Stopped(BaseException):
+    """A signal outside the trainer's own graceful stop: while a trial starts, between trials, or a second Ctrl-C.
+
+    A BaseException, as KeyboardInterrupt is: libraries' `except Exception` must not catch it (OmegaConf re-raises
+    what it catches with its own message in place of the signal number)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -81,19 +86,21 @@ def check_arguments(args: argparse.Namespace, base: DictConfig) -> None:
         raise SearchError(f"--trials must be at least 1 (got {args.trials})")
     if args.timeout is not None and not args.timeout > 0:
         raise SearchError(f"--timeout must be a positive number of seconds (got {args.timeout})")
-    if args.study is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.study):
-        raise SearchError(f"--study must be a plain folder name of letters, digits, '.', '_' or '-' (got {args.study!r})")
+    if args.study is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", args.study):
+        raise SearchError(f"--study must be a plain folder name of at most 100 letters, digits, '.', '_' or '-' (got {args.study!r})")
     if base.run.name is not None or base.resume is not None:
         raise SearchError("run.name and resume are the study's to set (each trial is a new run trial-<n>): drop them")
     if launch_settings(base)["nproc_per_node"] or base.dist.nproc_per_node > 1:
         raise SearchError("a study trains each trial in its own process: drop dist.*, and run more workers on one --storage instead")
 
 
-def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec) -> optuna.Study:
-    """Create the study, or load it to continue: the same name in the same storage is the same study."""
+def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec, fixed: dict) -> optuna.Study:
+    """Create the study, or load it to continue: the same name in the same storage is the same study, which must go on
+    with the `fixed` keys and the space it began with (`check_same_recipe`)."""
     if storage is None:
-        folder.mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{(folder / 'study.db').resolve()}"
+        make_folder(folder)
+        # built, not formatted: a '?', '#' or '%' in the path would be read as a URL's query, fragment or escape
+        storage = URL.create("sqlite", database=str((folder / "study.db").resolve())).render_as_string(hide_password=False)
     # SQLite lets one process write at a time: the others wait this long for the lock instead of failing at once.
     engine_kwargs = {"connect_args": {"timeout": SQLITE_WAIT_S}} if storage.startswith("sqlite") else None
     # Two processes creating a new database's tables at once collide (a UNIQUE constraint on its schema version).
@@ -105,11 +112,50 @@ def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec) -
                 study_name=name, sampler=spec.sampler(0), pruner=spec.pruner, direction="maximize", load_if_exists=True,
             )
             study.sampler = spec.sampler(len(study.trials))  # a study continued: its own trials move the seed on
+            if "fixed" not in study.user_attrs:
+                study.set_user_attr("fixed", fixed)
     except Exception as exc:  # SQLAlchemy and the database drivers raise many types; all mean the same to a user
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SearchError(f"cannot open the study storage {hide_password(storage)}: {message}") from None
-    folder.mkdir(parents=True, exist_ok=True)
+    check_same_recipe(study, fixed)
+    make_folder(folder)
     return study
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SearchError(f"cannot write the study's folder {folder}: {exc.strerror or exc}") from None
+
+
+def fixed_keys(base: DictConfig, spec: SearchSpec) -> dict:
+    """What every trial of a study shares: the recipe of the fixed keys (`recipe_of`) and the searched space."""
+    return {"config": recipe_of(base), "space": {key: distribution_to_json(d) for key, d in spec.distributions.items()}}
+
+
+def check_same_recipe(study: optuna.Study, fixed: dict) -> None:
+    """A study continued with another --config, other overrides or another space would compare trials of different
+    recipes, and prune them against each other: refused, naming what changed."""
+    began = study.user_attrs["fixed"]
+    if began == fixed:
+        return
+    if began["space"] != fixed["space"]:
+        changed = "the search space"
+    else:
+        flat_then, flat_now = (flatten(f["config"]) for f in (began, fixed))
+        keys = sorted(k for k in flat_then.keys() | flat_now.keys() if flat_then.get(k, "-") != flat_now.get(k, "-"))
+        changed = ", ".join(f"{k} ({flat_then.get(k, '-')} then, {flat_now.get(k, '-')} now)" for k in keys[:3])
+        changed += f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    raise SearchError(f"study {study.study_name} began with other settings than these, {changed}: continue it with the "
+                      "same --config, --space and overrides, or start another with --study NAME")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        flat |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+    return flat
 
 
 def hide_password(url: str) -> str:
@@ -171,19 +217,27 @@ def take_back_signals(held: HeldStop) -> int | None:
 
 
 def trial_config(args: argparse.Namespace, trial: Trial, folder: Path) -> tuple[DictConfig, dict]:
-    """The trial's run config, and its recipe: the same keys minus where it ran, for `trainer.main --config`."""
+    """The trial's run config, and its recipe (`recipe_of`), for `trainer.main --config`."""
     try:
         cfg = load_config(args.config, [*args.overrides, *(as_override(key, value) for key, value in trial.params.items())])
         build_network(cfg)
     except UserError as exc:
         raise TrialRefused(str(exc)) from None
-    recipe = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("run", "output", "resume"):
-        del recipe[key]
-    del recipe["data"]["root"]  # the data's place belongs to each machine (FASHION_MNIST_ROOT or data.root=)
+    recipe = recipe_of(cfg)
     cfg.output.root, cfg.run.name = str(folder), f"trial-{trial.number}"
     cfg.tensorboard.hparams = False  # the study writes each trial's HParams itself, with every searched key
     return cfg, recipe
+
+
+def recipe_of(cfg: DictConfig) -> dict:
+    """Every key a run trains with, without where it runs: the places of the data and of the real photos belong to
+    each machine (FASHION_MNIST_ROOT or data.root=), the output's and the run's name to the study."""
+    recipe = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("run", "output", "resume"):
+        del recipe[key]
+    for key in ("root", "photos"):
+        del recipe["data"][key]
+    return recipe
 
 
 def run_trials(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, folder: Path) -> int:
@@ -210,6 +264,8 @@ def run_trial(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, f
     """Ask for a trial, train it as an ordinary run, tell the study how it ended; returns 0 to go on, else the
     exit code that ends the study."""
     held = HeldStop()
+    for sig in STOP_SIGNALS:  # held while the trial is created: a stop inside `ask` would leave it RUNNING for ever
+        signal.signal(sig, held)
     try:
         return train_and_record(args, study, spec, folder, held)
     finally:
@@ -221,6 +277,10 @@ def run_trial(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, f
 def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, folder: Path, held: HeldStop) -> int:
     trial = study.ask(spec.distributions)
     run_dir, cfg, pruning = folder / f"trial-{trial.number}", None, PruneByTerminating(trial)
+    if held.signum:  # told now; `run_trial` then ends the study
+        conclude(study, trial, run_dir, cfg, TrialState.FAIL, "stopped by the user")
+        return 0
+    install_stop_handlers()
     if run_dir.exists():
         study.tell(trial, state=TrialState.FAIL)
         return fail(f"{run_dir} already exists, from a study in another storage: choose another --study or output.root")
@@ -278,8 +338,9 @@ def conclude(study: optuna.Study, trial: Trial, run_dir: Path, cfg: DictConfig |
              note: str, metrics: dict | None = None) -> None:
     """Tell the study, and leave the same in the run directory: trial.json and the trial's HParams."""
     trial.set_user_attr("note", note)
-    if metrics is not None:
+    if metrics is not None:  # a pruned trial's value in Optuna is its last epoch's; the run kept its best epoch's
         trial.set_user_attr("epochs_run", metrics["epochs_run"])
+        trial.set_user_attr("val_accuracy", metrics["val_accuracy"])
     frozen = study.tell(trial, metrics["val_accuracy"] if state == TrialState.COMPLETE else None, state=state)
     if not run_dir.is_dir():  # stopped before the run had a directory
         return
@@ -311,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(base.output.root) / name
         ensure_downloaded(base.data.root, base.data.download)
         check_raw_files(base.data.root)
-        study = open_study(name, args.storage, folder, spec)
+        study = open_study(name, args.storage, folder, spec, fixed_keys(base, spec))
     except UserError as exc:
         return fail(exc)
     install_stop_handlers()

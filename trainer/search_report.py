@@ -32,12 +32,13 @@ AXIS_LABELS = {"optimization_history": ("trial", "validation accuracy"), "interm
 
 
 def trial_row(trial: FrozenTrial) -> dict:
-    """One trial as the table and trials.json show it: the validation accuracy it was judged by, never the test's."""
+    """One trial as the table and trials.json show it: the validation accuracy of the model its run kept (a pruned
+    trial's best epoch, as its run directory says, not the last epoch's value Optuna holds), never the test's."""
     duration = trial.duration.total_seconds() if trial.duration else None
     return {
         "trial": trial.number,
         "state": trial.state.name,
-        "val_accuracy": trial.value,
+        "val_accuracy": trial.user_attrs.get("val_accuracy", trial.value),
         "epochs": trial.user_attrs.get("epochs_run"),
         "seconds": round(duration, 1) if duration is not None else None,
         "params": trial.params,
@@ -81,13 +82,19 @@ def best_config_yaml(study: optuna.Study, trial: FrozenTrial, path: Path) -> str
 
 def save_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
     """Each plot as PNG; returns why any could not be drawn (too few finished trials, for instance)."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):  # Optuna would draw empty axes, and warn
+    completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if not completed:  # Optuna would draw empty axes, and warn
         return {name: "no trial has completed" for name in PLOTS}
     skipped = {}
     for name, plot in PLOTS.items():
+        if name == "param_importances" and completed < 2:  # Optuna would draw equal bars from one trial, and warn
+            skipped[name] = "one trial has completed: importances need two or more"
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # a value searched on one completed trial: matplotlib widens the slice's empty range itself
+                warnings.filterwarnings("ignore", "Attempting to set identical low and high xlims", UserWarning)
                 axes = plot(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             skipped[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -107,9 +114,9 @@ def write_report(study: optuna.Study, folder: Path) -> str:
     best = best_trial(study)
     with exclusive(folder / ".report.lock"):
         atomic_write_json(rows, folder / "trials.json")
-        skipped = save_plots(study, folder)
-        if best is not None:
+        if best is not None:  # before the plots, which take seconds
             atomic_replace(folder / "best.yaml", lambda tmp: Path(tmp).write_text(best_config_yaml(study, best, folder / "best.yaml")))
+        skipped = save_plots(study, folder)
     counts = {state.name.lower(): sum(row["state"] == state.name for row in rows) for state in TrialState}
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     lines = [format_table(rows), f"Study {study.study_name}: {len(rows)} trials ({summary}); table in {folder / 'trials.json'}"]

@@ -96,6 +96,9 @@ def parse_distribution(path: Path, key: Any, entry: Any) -> BaseDistribution:
     extra = set(fields) - set(FIELDS[kind])
     if extra:
         raise SearchSpaceError(f"search space {path}: {key} has unknown fields {sorted(extra)}: a {kind} takes {', '.join(FIELDS[kind])}")
+    if kind == "categorical" and not all(c is None or isinstance(c, (bool, int, float, str)) for c in fields.get("choices") or []):
+        raise SearchSpaceError(f"search space {path}: {key}'s choices must each be a number, a text, true, false or null, "
+                               f"as Optuna stores them, not a list or a mapping (got {fields['choices']!r})")
     try:
         return DISTRIBUTIONS[kind](**fields)
     except (TypeError, ValueError) as exc:
@@ -149,9 +152,24 @@ def build_pruner(path: Path, entry: Any) -> optuna.pruners.BasePruner:
     if kind not in PRUNERS:
         raise SearchSpaceError(f"search space {path}: pruner needs a type among {', '.join(PRUNERS)}, got {kind!r}")
     try:
-        return PRUNERS[kind](**entry)
+        try_out(PRUNERS[kind](**entry))
+    except ZeroDivisionError:
+        raise SearchSpaceError(f"search space {path}: the {kind} pruner's arguments are refused (a resource of 0 or a "
+                               "reduction factor of 1 divides by zero)") from None
     except (TypeError, ValueError) as exc:
         raise SearchSpaceError(f"search space {path}: the {kind} pruner's arguments are refused ({first_line(exc)})") from None
+    return PRUNERS[kind](**entry)  # a fresh one: Hyperband sizes its brackets from the first study it sees
+
+
+def try_out(pruner: optuna.pruners.BasePruner) -> None:
+    """Two trials of a throwaway study in memory: some arguments (Hyperband's min_resource=0) are refused only once
+    a trial has finished, which would stop a real study at its second trial."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(2):
+        trial = study.ask()
+        trial.report(0.5, 1)
+        trial.should_prune()
+        study.tell(trial, 0.5)
 
 
 def first_line(exc: Exception) -> str:
