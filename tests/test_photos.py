@@ -22,6 +22,8 @@ def test_the_macro_interval_is_what_the_photos_sampling_allows():
     assert abs((high - low) / 2 - half) < 0.1 * half and abs((low + high) / 2 - p) < 0.005
     assert macro_interval(right, seed=1) != (low, high) and abs(macro_interval(right, seed=1)[0] - low) < 0.005
     assert macro_interval([np.ones(20, dtype=bool)] * 3) == (1.0, 1.0), "photos all right leave no doubt"
+    low, high = macro_interval([np.ones(20, dtype=bool), np.arange(200) < 100])  # macro 0.75; pooled it would be 0.55
+    assert abs((low + high) / 2 - 0.75) < 0.01 and high - low < 0.15, "each group drawn again on its own, then averaged"
 
 
 def prediction(answer: str, p: float, second: str = "Bag") -> Prediction:
@@ -42,22 +44,33 @@ def cut(accept: list[str], answer: Prediction | None) -> dict:
     return {"group": "|".join(accept), "accept": accept, "cut": answer, "refusal": None if answer else "refused", "ms": 1.0}
 
 
+def ranked(answer: str, p: float, second: str, q: float, third: str, r: float) -> Prediction:
+    """Three classes at p > q > r, the other seven sharing what is left (less than r each)."""
+    probabilities = {name: (1 - p - q - r) / 7 for name in CLASS_NAMES} | {answer: p, second: q, third: r}
+    return Prediction(probabilities, np.zeros((28, 28), np.uint8), (0, 0, 1, 1), True, p >= 0.6)
+
+
 def test_the_figures_of_answers_made_by_hand():
     cuts = [
         cut(["Shirt"], prediction("Shirt", 0.9)),  # right and sure
-        cut(["Shirt"], prediction("Coat", 0.7)),  # wrong and sure
+        cut(["Shirt"], prediction("Coat", 0.7, "Shirt")),  # wrong and sure, though right in the top 3: wrong when sure
         cut(["Shirt"], None),  # refused: wrong, and not sure
-        cut(["Shirt"], prediction("Coat", 0.3, "Shirt")),  # wrong, right in the top 3
+        cut(["Shirt"], ranked("Coat", 0.3, "Bag", 0.25, "Shirt", 0.2)),  # wrong, right third
+        cut(["Shirt"], ranked("Coat", 0.5, "Bag", 0.2, "Pullover", 0.15)),  # wrong, not in the top 3 either
         cut(FOOTWEAR, prediction("Ankle boot", 0.8)),  # any shoe is right for footwear
         cut(FOOTWEAR, prediction("Sneaker", 0.5)),
     ]
     summary = summarise(classify_cuts(Answers(), cuts))
-    assert summary["per_class"]["Shirt"] | {"answers": None} == {"n": 4, "top1": 0.25, "top3": 0.5, "sure_share": 0.5, "answers": None}
+    assert summary["per_class"]["Shirt"] | {"answers": None} == {"n": 5, "top1": 0.2, "top3": 0.6, "sure_share": 0.4, "answers": None}
     assert summary["per_class"]["Sandal|Sneaker|Ankle boot"]["top1"] == 1.0
-    assert summary["macro_top1"] == pytest.approx((0.25 + 1.0) / 2) and summary["macro_top3"] == pytest.approx(0.75)
-    assert summary["sure"] == {"share": 3 / 6, "accuracy": pytest.approx(2 / 3)}, "the share of all photos, refused included"
+    assert summary["macro_top1"] == pytest.approx((0.2 + 1.0) / 2) and summary["macro_top3"] == pytest.approx((0.6 + 1.0) / 2)
+    assert summary["sure"] == {"share": 3 / 7, "accuracy": pytest.approx(2 / 3)}, "the share of all photos, refused included"
     assert summary["refused"] == {"refused": 1}
-    assert summary["confusion"]["Shirt"] == {"Coat": 2, "Shirt": 1, "refused": 1}
+    assert summary["confusion"]["Shirt"] == {"Coat": 3, "Shirt": 1, "refused": 1}
+    # the six answers' confidences 0.9, 0.7, 0.3, 0.5, 0.8, 0.5, right as True, False, False, False, True, True; in 15
+    # bins each is alone but the two at 0.5 (one right: 0.5 right, no gap): (0.1 + 0.7 + 0.3 + 0 + 0.2) / 6
+    assert summary["confidence"] == {"mean": pytest.approx(3.7 / 6), "mean_when_right": pytest.approx(2.2 / 3),
+                                     "mean_when_wrong": pytest.approx(1.5 / 3), "ece": pytest.approx(1.3 / 6)}
     nothing = summarise(classify_cuts(Answers(), [cut(["Shirt"], None)]))
     assert nothing["confidence"]["ece"] is None and nothing["cut_out_share"] is None, "no answer: no confidence to judge"
 
@@ -74,6 +87,8 @@ def test_the_manifest_names_classes_and_photos_that_exist(tmp_path):
     assert {"|".join(accept) for _, accept in read_manifest(tmp_path)} == {"Sandal|Sneaker|Ankle boot"}, "one group, however spelt"
     assert [group_label(group) for group in ("Sandal|Sneaker|Ankle boot", "Shirt|Coat", "Shirt")] == [
         "footwear", "Shirt or Coat", "Shirt"]
+    (tmp_path / "MANIFEST.tsv").write_bytes("\ufeffpath\taccept\r\na.jpg\tShirt|Shirt\r\n".encode())  # as Excel saves it
+    assert read_manifest(tmp_path) == [(tmp_path / "a.jpg", ["Shirt"])], "a byte-order mark, CRLF, a class named twice"
     write_manifest(tmp_path, ["a.jpg\tTshirt"], ["a.jpg"])
     with pytest.raises(UserError, match="accepts 'Tshirt', not a Fashion-MNIST class: use T-shirt/top, Trouser"):
         read_manifest(tmp_path)

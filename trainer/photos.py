@@ -34,7 +34,7 @@ def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path
     if not manifest.is_file():
         raise UserError(f"no {MANIFEST} in {folder}: point --photos at a folder of real photos with its manifest")
     try:
-        with manifest.open(newline="") as f:
+        with manifest.open(newline="", encoding="utf-8-sig") as f:  # with or without the byte-order mark Excel writes
             reader = csv.DictReader(f, delimiter="\t")
             listed = [row for row in reader if any(row.values())]
             columns = set(reader.fieldnames or ())
@@ -49,7 +49,7 @@ def read_manifest(folder: Path, per_group: int | None = None) -> list[tuple[Path
     if unknown:
         raise UserError(f"{manifest} accepts {', '.join(map(repr, unknown))}, not a Fashion-MNIST class: use {', '.join(CLASS_NAMES)}")
     # In the classes' own order, so that a group is one group however a line spells it ("Sneaker|Sandal|...").
-    rows = [(folder / row["path"], sorted(accept, key=CLASS_NAMES.index)) for row, accept in zip(listed, accepted)]
+    rows = [(folder / row["path"], sorted(set(accept), key=CLASS_NAMES.index)) for row, accept in zip(listed, accepted)]
     missing = [row["path"] for row, (path, _) in zip(listed, rows) if not path.is_file()]
     if missing:
         raise UserError(f"{manifest} lists {len(missing)} photo(s) that {folder} does not hold, the first {missing[0]}")
