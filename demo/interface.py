@@ -139,9 +139,14 @@ def model_card(classifier: Classifier) -> str:
         f"best epoch {meta.get('epoch', '?')} · classes: {', '.join(classifier.class_names)}.\n\n"
         "Photos are brought to Fashion-MNIST's form first: the garment is separated from its background, "
         "cropped, centred, made light on black and shrunk to 28x28 pixels, as shown on the right.\n\n"
-        f"The probabilities are calibrated: an answer given with 80% is right about 80% of the time. Below {SURE:.0%} the "
-        f"demo says it is not sure. {on_real_photos(classifier)}"
+        f"{calibration(classifier)} Below {SURE:.0%} the demo says it is not sure. {on_real_photos(classifier)}"
     )
+
+
+def calibration(classifier: Classifier) -> str:
+    if "temperature" not in classifier.meta:  # model.pt files older than calibration: the network's own probabilities
+        return "The probabilities are not calibrated: this model file was written before the trainer calibrated its models."
+    return "The probabilities are calibrated: an answer given with 80% is right about 80% of the time."
 
 
 def on_real_photos(classifier: Classifier) -> str:
@@ -181,17 +186,21 @@ def build_app(classifier: Classifier) -> gr.Blocks:
                 )
                 button = gr.Button("Classify", variant="primary")
             with gr.Column():
-                label = gr.Label(num_top_classes=3, label="Top 3 classes", elem_id="prediction")
+                # no heading: it named the top class in large type even above "Not sure. Perhaps ..."; the words say it
+                label = gr.Label(num_top_classes=3, label="Top 3 classes", show_heading=False, elem_id="prediction")
                 answer = gr.Markdown(elem_id="verdict")
                 seen = gr.Image(label="What the model sees (28x28, enlarged)", interactive=False, height=SEEN_SIZE)
         # A photo uploaded while another is classified is classified next, not dropped: the answer's words and its
         # explanation, which read the photo input, end with the answer of the photo it holds. (Not a gr.State of the
         # photo classified: any State makes each client hold a heartbeat connection open, and a server stopped while
         # one is open cannot finish its shutdown in Gradio's 5 s, which deletes the uploads.)
-        gr.on([image.upload, button.click], predict, inputs=image, outputs=[label, seen], api_name="predict",
-              trigger_mode="always_last", concurrency_id=MODEL_SLOTS)
-        label.change(lambda photo: in_words(classifier, photo), inputs=image, outputs=answer, api_visibility="private",
-                     concurrency_id=MODEL_SLOTS)
+        answered = gr.on([image.upload, button.click], predict, inputs=image, outputs=[label, seen], api_name="predict",
+                         trigger_mode="always_last", concurrency_id=MODEL_SLOTS)
+        # A photo refused leaves its reason, not the answer of the photo before it: the answer is emptied, and the words
+        # and the explanation, which follow it, are left empty for an empty answer (`shown`).
+        answered.failure(lambda: (None, None), outputs=[label, seen], queue=False, api_visibility="private")
+        label.change(lambda photo, shown: in_words(classifier, photo) if shown else "", inputs=[image, label],
+                     outputs=answer, api_visibility="private", concurrency_id=MODEL_SLOTS)
         add_explanation(classifier, image, label)
         if examples:  # a click loads the tile, then classifies it as an upload is, in the same slots and order
             clicked = gr.Examples(examples, inputs=image, cache_examples=False).load_input_event
@@ -238,6 +247,6 @@ def add_explanation(classifier: Classifier, image: gr.Image, label: gr.Label) ->
             target = gr.Dropdown(classifier.class_names, value=None, label="Evidence for the class", elem_id="explain-class")
             gr.Markdown(EXPLAIN_LEGEND)
     outputs = [tile_map, photo_map, target]
-    label.change(lambda photo: explain(photo, None), inputs=image, outputs=outputs, api_visibility="private",
-                 concurrency_id=MODEL_SLOTS)
+    label.change(lambda photo, shown: explain(photo, None) if shown else (None, None, None), inputs=[image, label],
+                 outputs=outputs, api_visibility="private", concurrency_id=MODEL_SLOTS)
     target.input(explain, inputs=[image, target], outputs=outputs, api_name="explain", concurrency_id=MODEL_SLOTS)

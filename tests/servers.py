@@ -63,9 +63,10 @@ def serving(
 def demo_server(
     checkpoint: Path, log: Path, port: int | None = None, env: dict[str, str] | None = None, start_timeout: float = 120
 ) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python demo/app.py` on 127.0.0.1 (`port`, else a free one), once it answers."""
+    """`python demo/app.py` as a user starts it, on its default host (127.0.0.1, which the tests check), on `port`
+    (else a free one), once it answers."""
     port = port or free_port()
-    command = [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port), "--host", "127.0.0.1"]
+    command = [sys.executable, "demo/app.py", "--checkpoint", str(checkpoint), "--port", str(port)]
     url = f"http://127.0.0.1:{port}/"
     with serving(command, url, log, start_timeout, {"GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}) as server:
         yield server, url

@@ -16,6 +16,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from demo.interface import SEEN_SIZE
 from tests.helpers import CHROMIUM, ROOT, require_chromium
 from tests.bad_images import BAD_INPUTS, write_bad_inputs
 from tests.servers import call, demo_client
@@ -48,10 +49,12 @@ def test_predict_endpoint_classifies_test_images(demo_url, trained_run, test_ima
         for path, label in test_images:
             top, seen = call(client, handle_file(str(path)), api_name="/predict")
             served = [(c["label"], c["confidence"]) for c in top["confidences"]]
-            expected = classifier.classify_file(path).top(3)
+            answer = classifier.classify_file(path)
+            expected = answer.top(3)
             assert [name for name, _ in served] == [name for name, _ in expected], (path, served, expected)
             assert [p for _, p in served] == pytest.approx([p for _, p in expected], abs=1e-4), (path, served, expected)
-            assert Path(seen).is_file()
+            shown = Image.fromarray(answer.seen).resize((SEEN_SIZE, SEEN_SIZE), Image.Resampling.NEAREST)
+            assert np.array_equal(np.asarray(Image.open(seen).convert("L")), np.asarray(shown)), "the very tile classified"
             correct += served[0][0] == CLASS_NAMES[label]
     assert correct >= 60, f"{correct}/100 correct"
 
@@ -120,6 +123,17 @@ def test_real_browser_upload_shows_the_prediction(demo_url, trained_run, test_im
         assert clicked != first_words(expected), "the words must change for the click to show"
         page.locator("button.gallery-item", has=page.locator("img[src$='1_Trouser.png']")).click()
         page.locator("#verdict").get_by_text(clicked).wait_for(timeout=30_000)
+        unsure = next(path for path, _ in test_images if not Classifier(demo_checkpoint).classify_file(path).sure)
+        page.locator("#photo input[type=file]").set_input_files(str(unsure))
+        page.locator("#verdict").get_by_text("Not sure.").wait_for(timeout=30_000)
+        assert page.locator("#prediction h2").count() == 0, "no class as a heading above 'Not sure'"
+        strip = tmp_path / "strip.png"  # refused: its reason is shown, and no earlier photo's answer stays beside it
+        Image.new("RGB", (400, 20), (200, 40, 40)).save(strip)
+        page.locator("#photo input[type=file]").set_input_files(str(strip))
+        page.get_by_text("thin strip").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(2000)
+        assert page.locator("#verdict").inner_text().strip() == "" and page.locator("#prediction h2").count() == 0
+        assert not any(name in page.locator("#prediction").inner_text() for name in CLASS_NAMES)
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     if os.environ.get("SAVE_SCREENSHOTS"):
@@ -138,7 +152,7 @@ def test_a_photo_uploaded_during_another_s_answer_is_classified_next_and_shares_
     predicts = [event for event in events if event.name == "predict"]
     assert len(predicts) == 2 and all(event.trigger_mode == "always_last" for event in predicts), "uploads and examples"
     explain = next(event for event in events if event.api_name == "explain")
-    followers = [event for event in events if event.api_visibility == "private" and event.inputs == predicts[0].inputs]
+    followers = [event for event in events if event.api_visibility == "private" and event.inputs[:1] == predicts[0].inputs]
     assert len(followers) == 2, "the words and the explanation"
     assert {event.concurrency_id for event in [*predicts, explain, *followers]} == {MODEL_SLOTS}
     assert not app.config.get("connect_heartbeat"), "no State: a client's open heartbeat would stop the shutdown's clean-up"
@@ -278,3 +292,18 @@ def test_a_model_card_without_readable_photo_figures_says_so(trained_run, tmp_pa
     if metrics is not None:
         (tmp_path / "metrics.json").write_text(metrics)
     assert "Its run did not measure it on real photos" in model_card(Classifier(tmp_path / "model.pt"))
+
+
+def test_the_model_card_claims_calibration_only_for_a_calibrated_model(trained_run, tmp_path):
+    """A model.pt written before calibration is read with a temperature of 1: its probabilities are the network's own."""
+    import torch
+
+    from demo.interface import model_card
+
+    assert "The probabilities are calibrated" in model_card(Classifier(trained_run / "model.pt"))
+    payload = torch.load(trained_run / "model.pt", weights_only=True)
+    for key in ("temperature", "photo_temperature"):
+        del payload[key]
+    torch.save(payload, tmp_path / "model.pt")
+    card = model_card(Classifier(tmp_path / "model.pt"))
+    assert "The probabilities are not calibrated" in card and "are calibrated" not in card

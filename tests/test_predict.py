@@ -15,7 +15,7 @@ from tests.not_garments import NOT_GARMENTS, landscape
 from trainer.explain import explain_file
 from trainer.export import ModelFileError
 from trainer.data import CLASS_NAMES
-from trainer.predict import RECENT_UPLOADS, SURE, Classifier, Prediction
+from trainer.predict import RECENT_PIXELS, RECENT_UPLOADS, SURE, Classifier, Prediction
 from trainer.preprocess import THRESHOLDS, cut_out, normalise_tile
 from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits, photo_logits
 
@@ -108,6 +108,14 @@ def test_an_upload_is_decoded_and_classified_once_for_its_answer_verdict_and_exp
     for n in range(RECENT_UPLOADS + 1):
         classifier.classify_file(data + bytes(n + 1))  # trailing bytes: the same picture, other uploads
     assert classifier.classify_file(data) is not from_bytes, "only the most recent uploads are kept"
+    for n in range(6):  # panoramas of 1.4 MP each, as decoded: the last five are kept, not sixteen
+        wide = Image.new("RGB", (3600, 380), (236, 233, 228))
+        wide.paste((40 + n, 45, 60), mask=garment_mask(wide.size, (1600, 40, 2000, 340)))
+        wide.save(tmp_path / f"wide{n}.png")
+        classifier.classify_file(tmp_path / f"wide{n}.png")
+        kept = [image.width * image.height for image, _ in classifier._recent.values()]
+        assert sum(kept) <= RECENT_PIXELS or len(kept) == 1, kept
+    assert len(kept) == RECENT_PIXELS // (3600 * 380)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -119,6 +127,8 @@ def test_an_upload_is_decoded_and_classified_once_for_its_answer_verdict_and_exp
     (lambda m: m.update(std=[0.0]), "needs a mean, and a std and temperatures above 0, each one number"),
     (lambda m: m.update(mean=[]), "needs a mean, and a std and temperatures above 0, each one number"),
     (lambda m: m.update(format_version=99), "is of format version 99, which this trainer (version 1) cannot read"),
+    (lambda m: m.update(test_accuracy="high"), "has a test accuracy that is not a share between 0 and 1"),
+    (lambda m: m.update(test_accuracy_views=91.3), "has a test accuracy that is not a share between 0 and 1"),
 ])
 def test_a_model_file_with_metadata_its_readers_cannot_use_is_named(trained_run, tmp_path, edit, message):
     payload = torch.load(trained_run / "model.pt", weights_only=True)

@@ -30,6 +30,7 @@ MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
 SURE = 0.6  # the calibrated probability below which the demo is not sure (chosen on real photos, docs/real_photos.md)
 RECENT_UPLOADS = 16  # uploads whose decoded image and prediction the demo's classifier keeps (`Classifier.read_file`)
+RECENT_PIXELS = 8_000_000  # ... and no more pixels than these in all (24 MB): 16 photos of 384x512, or fewer panoramas
 
 
 @dataclass
@@ -103,9 +104,14 @@ class Classifier:
         if key is not None and self.remember:
             with self._recent_lock:
                 self._recent[key] = result
-                while len(self._recent) > self.remember:
+                while len(self._recent) > self.remember or (len(self._recent) > 1 and self._recent_pixels() > RECENT_PIXELS):
                     self._recent.popitem(last=False)
         return result
+
+
+    def _recent_pixels(self) -> int:
+        """A 10:1 panorama decodes to up to 7,670 x 767 pixels (`DECODE_SIDE` on its short side): 16 of them were 340 MB."""
+        return sum(image.width * image.height for image, _ in self._recent.values())
 
 
 def upload_key(source: str | Path | bytes) -> tuple | None:
