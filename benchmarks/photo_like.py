@@ -19,7 +19,9 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +31,9 @@ from benchmarks.common import at_least, data_root, entry, parse, verdict
 from trainer.data import CLASS_NAMES, check_raw_files, read_idx
 from trainer.errors import UserError
 from trainer.preprocess import ImageError, naive_preprocess, open_image, preprocess
+
+if TYPE_CHECKING:
+    from trainer.predict import Classifier
 
 GENERATOR_VERSION = 1
 NUM_CLASSES = 10
@@ -227,17 +232,29 @@ def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[P
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(items: list[tuple[Path, int]], model: torch.nn.Module, mean: float, std: float) -> dict[str, dict[str, float]]:
-    """Accuracy and per-image latency (decode + preprocess + forward, batch of 1) for both preprocessings."""
+def evaluate(items: list[tuple[Path, int]], model: torch.nn.Module, mean: float, std: float,
+             classifier: Classifier) -> dict[str, dict[str, float]]:
+    """Accuracy and per-image latency of each way of reading a photo: a plain resize ("naive") and the demo's
+    cut-out ("ours"), each as one view through the bare network (batch of 1: decode, preprocess, forward), and the
+    demo itself ("demo": `Classifier`, two cut-outs, ten views, as people's photos are answered)."""
+    def one_view(fn: Callable) -> Callable[[Path], int]:
+        def read(path: Path) -> int:
+            with torch.inference_mode():
+                return int(model(fn(open_image(path), mean, std).unsqueeze(0)).argmax(1))
+        return read
+
+    readers = {
+        "naive": one_view(naive_preprocess),
+        "ours": one_view(preprocess),
+        "demo": lambda path: classifier.class_names.index(classifier.classify_file(path).top(1)[0][0]),
+    }
     results = {}
-    for name, fn in (("naive", naive_preprocess), ("ours", preprocess)):
+    for name, read in readers.items():
         correct, refused, times = 0, 0, []
         for path, label in items:
             start = time.perf_counter()
             try:
-                x = fn(open_image(path), mean, std)
-                with torch.inference_mode():
-                    pred = int(model(x.unsqueeze(0)).argmax(1))
+                pred = read(path)
             except ImageError:
                 refused += 1
                 pred = -1
@@ -279,16 +296,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--json {args.json}: its folder {args.json.parent} does not exist")
     torch.set_num_threads(args.threads)
 
-    from trainer.export import load_model_file
-    from trainer.predict import resolve_model_path
+    from trainer.predict import Classifier, resolve_model_path
 
     checkpoint = resolve_model_path(args.checkpoint and str(args.checkpoint), args.runs_dir)
-    model, meta = load_model_file(checkpoint)
-    mean, std = float(meta["mean"][0]), float(meta["std"][0])
+    classifier = Classifier(checkpoint)
+    model, mean, std = classifier.model, classifier.mean, classifier.std
 
     items = build_benchmark(args.data_root, args.out, args.n, args.seed)
     clean = clean_accuracy(args.data_root, items, model, mean, std)
-    results = evaluate(items, model, mean, std)
+    results = evaluate(items, model, mean, std, classifier)
 
     print(f"Photo-like benchmark: n={len(items)}, seed={args.seed}, checkpoint={checkpoint}\n")
     print("| preprocessing | accuracy | median ms | p95 ms |")
@@ -297,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {100 * r['accuracy']:.1f}% | {r['median_ms']:.2f} | {r['p95_ms']:.2f} |")
     print(f"| (original 28x28 tiles) | {100 * clean:.1f}% | | |")
     met = {"ours_accuracy": results["ours"]["accuracy"] >= TARGET_ACCURACY}
-    print(f"\ntarget: ours >= {TARGET_ACCURACY:.0%}: {verdict(met['ours_accuracy'])}")
+    print(f"\ntarget: ours >= {TARGET_ACCURACY:.0%} (one view of the cut-out, the issue's floor; the demo's ten views "
+          f"are shown beside it): {verdict(met['ours_accuracy'])}")
     if args.json:
         report = {
             "n": len(items),

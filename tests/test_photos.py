@@ -61,7 +61,8 @@ def test_the_figures_of_answers_made_by_hand():
         cut(FOOTWEAR, prediction("Sneaker", 0.5)),
     ]
     summary = summarise(classify_cuts(Answers(), cuts))
-    assert summary["per_class"]["Shirt"] | {"answers": None} == {"n": 5, "top1": 0.2, "top3": 0.6, "sure_share": 0.4, "answers": None}
+    assert summary["per_class"]["Shirt"] | {"answers": None} == {"n": 5, "top1": 0.2, "top3": 0.6, "sure_share": 0.4,
+                                                                 "sure_accuracy": 0.5, "answers": None}
     assert summary["per_class"]["Sandal|Sneaker|Ankle boot"]["top1"] == 1.0
     assert summary["macro_top1"] == pytest.approx((0.2 + 1.0) / 2) and summary["macro_top3"] == pytest.approx((0.6 + 1.0) / 2)
     assert summary["sure"] == {"share": 3 / 7, "accuracy": pytest.approx(2 / 3)}, "the share of all photos, refused included"
@@ -71,7 +72,9 @@ def test_the_figures_of_answers_made_by_hand():
     # bins each is alone but the two at 0.5 (one right: 0.5 right, no gap): (0.1 + 0.7 + 0.3 + 0 + 0.2) / 6
     assert summary["confidence"] == {"mean": pytest.approx(3.7 / 6), "mean_when_right": pytest.approx(2.2 / 3),
                                      "mean_when_wrong": pytest.approx(1.5 / 3), "ece": pytest.approx(1.3 / 6)}
+    assert summary["per_class"]["Sandal|Sneaker|Ankle boot"]["sure_accuracy"] == 1.0
     nothing = summarise(classify_cuts(Answers(), [cut(["Shirt"], None)]))
+    assert nothing["per_class"]["Shirt"]["sure_accuracy"] is None, "no sure answer: nothing to be right on"
     assert nothing["confidence"]["ece"] is None and nothing["cut_out_share"] is None, "no answer: no confidence to judge"
 
 

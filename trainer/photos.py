@@ -123,6 +123,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             "top1": float(right_by_group[-1].mean()),
             "top3": float(np.mean([r.get("right3", False) for r in mine])),
             "sure_share": float(np.mean([r.get("sure", False) for r in mine])),
+            # right among this kind's "sure" answers: the pooled figure of `sure` leans on the kinds answered surely most
+            "sure_accuracy": float(np.mean([r["right"] for r in mine if r.get("sure")])) if any(r.get("sure") for r in mine) else None,
             "answers": dict(Counter(r.get("answer", "refused") for r in mine).most_common()),
         }
     confidence = np.array([r["confidence"] for r in answered])
