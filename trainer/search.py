@@ -270,7 +270,7 @@ def run_trial(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, f
         return train_and_record(args, study, spec, folder, held)
     finally:
         install_stop_handlers()
-        if held.signum:  # it came while the trial was recorded: the study stops now, the trial told
+        if held.signum:  # it came while the trial was created or recorded: the study stops now, the trial told
             raise Stopped(held.signum)
 
 
