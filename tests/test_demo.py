@@ -152,13 +152,20 @@ def test_a_photo_uploaded_during_another_s_answer_is_classified_next_and_shares_
     predicts = [event for event in events if event.name == "predict"]
     assert len(predicts) == 2 and all(event.trigger_mode == "always_last" for event in predicts), "uploads and examples"
     explain = next(event for event in events if event.api_name == "explain")
-    followers = [event for event in events if event.api_visibility == "private" and event.inputs[:1] == predicts[0].inputs]
+    followers = [event for event in events if event.api_visibility == "private" and event.inputs[1:] == [predicts[0].outputs[0]]]
     assert len(followers) == 2, "the words and the explanation"
     assert {event.concurrency_id for event in [*predicts, explain, *followers]} == {MODEL_SLOTS}
     assert not app.config.get("connect_heartbeat"), "no State: a client's open heartbeat would stop the shutdown's clean-up"
     blank = tmp_path / "blank.png"
     Image.new("RGB", (300, 200), (240, 235, 230)).save(blank)
     assert in_words(classifier, str(blank)) == ""
+    # Gradio sends a waiting upload only after a success: after a refusal, the photo the input holds by then is answered
+    [after_refusal] = [event for event in events if event.name == "answer_or_nothing"]
+    assert after_refusal.concurrency_id == MODEL_SLOTS and after_refusal.inputs == predicts[0].inputs
+    assert after_refusal.fn(str(blank)) == (None, None)
+    example = trained_run / "examples" / "1_Trouser.png"
+    top, _ = after_refusal.fn(str(example))
+    assert top == classifier.classify_file(example).probabilities
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def test_an_upload_is_decoded_and_classified_once_for_its_answer_verdict_and_exp
     for n in range(RECENT_UPLOADS + 1):
         classifier.classify_file(data + bytes(n + 1))  # trailing bytes: the same picture, other uploads
     assert classifier.classify_file(data) is not from_bytes, "only the most recent uploads are kept"
-    for n in range(6):  # panoramas of 1.4 MP each, as decoded: the last five are kept, not sixteen
+    for n in range(10):  # panoramas of 1.4 MP each, as decoded: the last nine are kept, not sixteen
         wide = Image.new("RGB", (3600, 380), (236, 233, 228))
         wide.paste((40 + n, 45, 60), mask=garment_mask(wide.size, (1600, 40, 2000, 340)))
         wide.save(tmp_path / f"wide{n}.png")
@@ -129,6 +129,7 @@ def test_an_upload_is_decoded_and_classified_once_for_its_answer_verdict_and_exp
     (lambda m: m.update(format_version=99), "is of format version 99, which this trainer (version 1) cannot read"),
     (lambda m: m.update(test_accuracy="high"), "has a test accuracy that is not a share between 0 and 1"),
     (lambda m: m.update(test_accuracy_views=91.3), "has a test accuracy that is not a share between 0 and 1"),
+    (lambda m: m.update(test_accuracy=-0.5), "has a test accuracy that is not a share between 0 and 1"),
 ])
 def test_a_model_file_with_metadata_its_readers_cannot_use_is_named(trained_run, tmp_path, edit, message):
     payload = torch.load(trained_run / "model.pt", weights_only=True)

@@ -278,10 +278,16 @@ def test_a_study_goes_on_only_with_the_settings_it_began_with(tiny, tmp_path, ca
     out = capsys.readouterr().out
     assert code == 0 and [t.state.name for t in trials] == ["COMPLETE"] and (folder / "mixed" / "study.db").is_file()
     assert "Plot param_importances not drawn: one trial has completed" in out, "no bars of equal length from one trial"
-    code = search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", "mixed",
-                        f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS, "train.weight_decay=0.001"])
+    def continued(*overrides: str) -> int:
+        return search.main(["--space", str(tiny / "aggressive.yaml"), "--config", "configs/quick.yaml", "--study", "mixed",
+                            "--trials", "1", f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS, *overrides])
+
+    assert continued("train.weight_decay=0.001") == 2
     err = capsys.readouterr().err
-    assert code == 2 and "study mixed began with other settings than these, train.weight_decay (0.0005 then, 0.001 now)" in err, err
+    assert "study mixed trained its trials with other settings than these, train.weight_decay (0.0005 then, 0.001 now)" in err, err
+    assert continued("model.kwargs={conv1: 8}") == 2 and "model.kwargs.conv1 (- then, 8 now)" in capsys.readouterr().err
+    # what does not decide a trial's accuracy (its views, logging), and a searched key, may differ: the study goes on
+    assert continued("tensorboard.histograms=true", "log.every=5", "train.lr=0.01") == 0, capsys.readouterr().err
 
 
 def test_a_stop_while_a_trial_is_created_tells_the_study_that_trial_failed(tiny, tmp_path, monkeypatch):
@@ -306,3 +312,17 @@ def test_a_stop_inside_a_library_keeps_its_signal(tiny):
     with pytest.raises(search.Stopped) as stopped:
         OmegaConf.to_container(OmegaConf.create({"key": "${stop_now:}"}), resolve=True)
     assert stopped.value.signum == signal.SIGINT
+
+
+def test_a_pruned_trial_s_accuracy_in_the_table_is_its_run_s_best_epoch_not_optuna_s_last():
+    """Optuna keeps a pruned trial's last reported value; the run kept, and trial.json reports, its best epoch's."""
+    from trainer.search_report import trial_row
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    for epoch, accuracy in enumerate((0.5, 0.7, 0.6), 1):
+        trial.report(accuracy, epoch)
+    trial.set_user_attr("val_accuracy", 0.7)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    [frozen] = study.trials
+    assert frozen.value == 0.6 and trial_row(frozen)["val_accuracy"] == 0.7

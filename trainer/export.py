@@ -70,5 +70,5 @@ def check_metadata(path: Path, payload: dict[str, Any]) -> None:
     scales = [one["std"], *(payload[key] for key in ("temperature", "photo_temperature") if key in payload)]
     if not number(one["mean"], positive=False) or not all(number(value, positive=True) for value in scales):
         raise ModelFileError(f"model file {path} needs a mean, and a std and temperatures above 0, each one number")
-    if not all(number(payload[key], positive=False) and payload[key] <= 1 for key in ("test_accuracy", "test_accuracy_views") if key in payload):
+    if not all(number(payload[key], positive=False) and 0 <= payload[key] <= 1 for key in ("test_accuracy", "test_accuracy_views") if key in payload):
         raise ModelFileError(f"model file {path} has a test accuracy that is not a share between 0 and 1")

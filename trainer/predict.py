@@ -30,7 +30,7 @@ MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
 SURE = 0.6  # the calibrated probability below which the demo is not sure (chosen on real photos, docs/real_photos.md)
 RECENT_UPLOADS = 16  # uploads whose decoded image and prediction the demo's classifier keeps (`Classifier.read_file`)
-RECENT_PIXELS = 8_000_000  # ... and no more pixels than these in all (24 MB): 16 photos of 384x512, or fewer panoramas
+RECENT_PIXELS = 12_500_000  # ... and no more pixels than these in all (38 MB): 16 phone photos (12 MP decodes to 1008x756)
 
 
 @dataclass

@@ -24,7 +24,6 @@ from typing import Any
 import optuna
 from ignite.engine import Engine, Events
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import distribution_to_json
 from optuna.trial import FrozenTrial, Trial, TrialState
 from optuna_integration import PyTorchIgnitePruningHandler
 from sqlalchemy.engine import URL
@@ -94,9 +93,9 @@ def check_arguments(args: argparse.Namespace, base: DictConfig) -> None:
         raise SearchError("a study trains each trial in its own process: drop dist.*, and run more workers on one --storage instead")
 
 
-def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec, fixed: dict) -> optuna.Study:
+def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec, base: DictConfig) -> optuna.Study:
     """Create the study, or load it to continue: the same name in the same storage is the same study, which must go on
-    with the `fixed` keys and the space it began with (`check_same_recipe`)."""
+    training as its trials did (`check_same_recipe`)."""
     if storage is None:
         make_folder(folder)
         # built, not formatted: a '?', '#' or '%' in the path would be read as a URL's query, fragment or escape
@@ -112,12 +111,10 @@ def open_study(name: str, storage: str | None, folder: Path, spec: SearchSpec, f
                 study_name=name, sampler=spec.sampler(0), pruner=spec.pruner, direction="maximize", load_if_exists=True,
             )
             study.sampler = spec.sampler(len(study.trials))  # a study continued: its own trials move the seed on
-            if "fixed" not in study.user_attrs:
-                study.set_user_attr("fixed", fixed)
     except Exception as exc:  # SQLAlchemy and the database drivers raise many types; all mean the same to a user
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SearchError(f"cannot open the study storage {hide_password(storage)}: {message}") from None
-    check_same_recipe(study, fixed)
+    check_same_recipe(study, base, spec)
     make_folder(folder)
     return study
 
@@ -129,26 +126,28 @@ def make_folder(folder: Path) -> None:
         raise SearchError(f"cannot write the study's folder {folder}: {exc.strerror or exc}") from None
 
 
-def fixed_keys(base: DictConfig, spec: SearchSpec) -> dict:
-    """What every trial of a study shares: the recipe of the fixed keys (`recipe_of`) and the searched space."""
-    return {"config": recipe_of(base), "space": {key: distribution_to_json(d) for key, d in spec.distributions.items()}}
+TRAINING_KEYS = ("model.", "train.", "data.val_size", "seed")  # what decides a trial's validation accuracy
 
 
-def check_same_recipe(study: optuna.Study, fixed: dict) -> None:
-    """A study continued with another --config, other overrides or another space would compare trials of different
-    recipes, and prune them against each other: refused, naming what changed."""
-    began = study.user_attrs["fixed"]
-    if began == fixed:
+def check_same_recipe(study: optuna.Study, base: DictConfig, spec: SearchSpec) -> None:
+    """A study continued with another network, other training settings or another seed would compare its trials,
+    and prune them, against another recipe's: refused, naming what changed. Only what decides a trial's validation
+    accuracy counts (not TensorBoard, logging or where the data lie), and not the searched keys, whose ranges may be
+    narrowed as a study goes on; a key that one side lacks counts as unchanged (a trainer update's new setting),
+    except among the network's own arguments (model.kwargs), where it makes another network."""
+    began = next((t.user_attrs["config"] for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs), None)
+    if began is None:
         return
-    if began["space"] != fixed["space"]:
-        changed = "the search space"
-    else:
-        flat_then, flat_now = (flatten(f["config"]) for f in (began, fixed))
-        keys = sorted(k for k in flat_then.keys() | flat_now.keys() if flat_then.get(k, "-") != flat_now.get(k, "-"))
-        changed = ", ".join(f"{k} ({flat_then.get(k, '-')} then, {flat_now.get(k, '-')} now)" for k in keys[:3])
-        changed += f" and {len(keys) - 3} more" if len(keys) > 3 else ""
-    raise SearchError(f"study {study.study_name} began with other settings than these, {changed}: continue it with the "
-                      "same --config, --space and overrides, or start another with --study NAME")
+    then, now = flatten(began), flatten(recipe_of(base))
+    compared = (then.keys() & now.keys()) | {key for key in then.keys() ^ now.keys() if key.startswith("model.kwargs")}
+    changed = sorted(key for key in compared if key.startswith(TRAINING_KEYS) and key not in spec.distributions
+                     and then.get(key, "-") != now.get(key, "-"))
+    if changed:
+        shown = ", ".join(f"{key} ({then.get(key, '-')} then, {now.get(key, '-')} now)" for key in changed[:3])
+        shown += f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise SearchError(f"study {study.study_name} trained its trials with other settings than these, {shown}: continue "
+                          "it with the same --config and overrides (or, where a trainer update changed a default, set "
+                          "the old value), or start another with --study NAME")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -372,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(base.output.root) / name
         ensure_downloaded(base.data.root, base.data.download)
         check_raw_files(base.data.root)
-        study = open_study(name, args.storage, folder, spec, fixed_keys(base, spec))
+        study = open_study(name, args.storage, folder, spec, base)
     except UserError as exc:
         return fail(exc)
     install_stop_handlers()
