@@ -326,3 +326,29 @@ def test_a_pruned_trial_s_accuracy_in_the_table_is_its_run_s_best_epoch_not_optu
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     [frozen] = study.trials
     assert frozen.value == 0.6 and trial_row(frozen)["val_accuracy"] == 0.7
+
+
+def test_a_stop_that_lands_as_the_trial_diverges_ends_the_study(tiny, tmp_path, monkeypatch, capsys):
+    """The trainer's graceful stop hears the Ctrl-C, but the divergence ends the run first: the trial fails as diverged,
+    and the study still stops rather than start the next trial."""
+    import math
+
+    import trainer.engines
+
+    class CtrlCAtTheDivergence:  # `math`, where a Ctrl-C lands just as the loss stops being finite
+        def __getattr__(self, name: str):
+            return getattr(math, name)
+
+        @staticmethod
+        def isfinite(value: float) -> bool:
+            if not math.isfinite(value):
+                os.kill(os.getpid(), signal.SIGINT)
+            return math.isfinite(value)
+
+    monkeypatch.setattr(trainer.engines, "math", CtrlCAtTheDivergence())
+    (tmp_path / "diverging.yaml").write_text(DIVERGING)
+    code, trials = two_trials_in_this_process(tiny, tmp_path, "diverged", tmp_path / "diverging.yaml")
+    out, err = capsys.readouterr()
+    assert code == 130 and [t.state.name for t in trials] == ["FAIL"], (code, [t.state.name for t in trials])
+    assert "the study goes on" not in out and "Study diverged stopped during trial 0" in err, (out, err)
+    assert trials[0].user_attrs["note"].startswith("diverged")

@@ -294,8 +294,11 @@ def train_and_record(args: argparse.Namespace, study: optuna.Study, spec: Search
             late = take_back_signals(held)
     except TrainingDiverged as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"diverged: {exc}")
+        if late:  # a stop the trainer heard before the divergence ended its run
+            print(f"Trial {trial.number} failed: {exc}", flush=True)
+            return stopped_message(study, trial, late)
         print(f"Trial {trial.number} failed, the study goes on: {exc}", flush=True)
-        return 128 + late if late else 0
+        return 0
     except TrialRefused as exc:
         conclude(study, trial, run_dir, cfg, TrialState.FAIL, f"refused: {exc}")
         print(f"Trial {trial.number} ({describe(trial.params)}) failed: {exc}", flush=True)
