@@ -175,13 +175,6 @@ def build_app(classifier: Classifier) -> gr.Blocks:
         tile = Image.fromarray(prediction.seen).resize((SEEN_SIZE, SEEN_SIZE), Image.Resampling.NEAREST)
         return prediction.probabilities, save_result(tile, seen.GRADIO_CACHE)
 
-    def answer_or_nothing(image: str | bytes | None):
-        """The answer for the photo the input holds now, or none where it is refused (its reason is already shown)."""
-        try:
-            return predict(image)
-        except gr.Error:
-            return None, None
-
     examples_dir = classifier.path.parent / "examples"
     examples = sorted(str(p) for p in examples_dir.glob("*.png"))
     with gr.Blocks(title="Fashion-MNIST classifier", analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
@@ -203,12 +196,11 @@ def build_app(classifier: Classifier) -> gr.Blocks:
         # one is open cannot finish its shutdown in Gradio's 5 s, which deletes the uploads.)
         answered = gr.on([image.upload, button.click], predict, inputs=image, outputs=[label, seen], api_name="predict",
                          trigger_mode="always_last", concurrency_id=MODEL_SLOTS)
-        # A photo refused leaves its reason, not the answer of the photo before it: the answer is emptied, and the words
-        # and the explanation, which follow it, are left empty for an empty answer (`shown`). Gradio does not send an
-        # upload made while a refused photo was answered (it sends a waiting trigger only after a success): the photo
-        # the input holds by then is answered here.
-        answered.failure(answer_or_nothing, inputs=image, outputs=[label, seen], api_visibility="private",
-                         concurrency_id=MODEL_SLOTS)
+        # A photo refused leaves its reason, not the answer of the photo before it: the answer is emptied at once, and
+        # the words and the explanation, which follow it, are left empty for an empty answer (`shown`). (Gradio sends
+        # an upload made while a refused photo was answered only after the next answer: that photo shows no answer
+        # until Classify is pressed.)
+        answered.failure(lambda: (None, None), outputs=[label, seen], queue=False, api_visibility="private")
         label.change(lambda photo, shown: in_words(classifier, photo) if shown else "", inputs=[image, label],
                      outputs=answer, api_visibility="private", concurrency_id=MODEL_SLOTS)
         add_explanation(classifier, image, label)

@@ -288,6 +288,22 @@ def test_a_study_goes_on_only_with_the_settings_it_began_with(tiny, tmp_path, ca
     assert continued("model.kwargs={conv1: 8}") == 2 and "model.kwargs.conv1 (- then, 8 now)" in capsys.readouterr().err
     # what does not decide a trial's accuracy (its views, logging), and a searched key, may differ: the study goes on
     assert continued("tensorboard.histograms=true", "log.every=5", "train.lr=0.01") == 0, capsys.readouterr().err
+    # a key taken out of the space and set: its first trial's value was a draw, not a setting
+    narrowed = tmp_path / "narrowed.yaml"
+    narrowed.write_text("sampler: {seed: 0}\nspace:\n  train.lr: {type: float, low: 0.0001, high: 0.3, log: true}\n")
+    code = search.main(["--space", str(narrowed), "--config", "configs/quick.yaml", "--study", "mixed", "--trials", "1",
+                        f"output.root={folder}", f"data.root={tiny / 'data'}", *TINY_RUN, *LIGHT_VIEWS, "train.label_smoothing=0.1"])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_a_study_searching_the_network_s_own_arguments_goes_on_with_the_same_command(tiny, tmp_path):
+    """configs/quick.yaml gives the network no arguments (`model.kwargs: {}`): the searched one is the trial's own."""
+    space = tmp_path / "kwargs.yaml"
+    space.write_text("sampler: {seed: 0}\nspace:\n  model.kwargs.conv1: {type: categorical, choices: [6, 8]}\n")
+    for _ in range(2):
+        code, trials = two_trials_in_this_process(tiny, tmp_path, "kwargs", space, trials=1)
+        assert code == 0
+    assert len(trials) == 2
 
 
 def test_a_stop_while_a_trial_is_created_tells_the_study_that_trial_failed(tiny, tmp_path, monkeypatch):

@@ -135,12 +135,14 @@ def check_same_recipe(study: optuna.Study, base: DictConfig, spec: SearchSpec) -
     accuracy counts (not TensorBoard, logging or where the data lie), and not the searched keys, whose ranges may be
     narrowed as a study goes on; a key that one side lacks counts as unchanged (a trainer update's new setting),
     except among the network's own arguments (model.kwargs), where it makes another network."""
-    began = next((t.user_attrs["config"] for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs), None)
-    if began is None:
+    trained = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))  # not a trial stopped or
+    first = next((t for t in trained if "config" in t.user_attrs), None)  # crashed before it trained, whose settings a
+    if first is None:  # continuation may well mend
         return
-    then, now = flatten(began), flatten(recipe_of(base))
+    then, now = flatten(first.user_attrs["config"]), flatten(recipe_of(base))
+    searched = spec.distributions.keys() | first.params.keys()  # a key searched then and set now keeps a value drawn then
     compared = (then.keys() & now.keys()) | {key for key in then.keys() ^ now.keys() if key.startswith("model.kwargs")}
-    changed = sorted(key for key in compared if key.startswith(TRAINING_KEYS) and key not in spec.distributions
+    changed = sorted(key for key in compared if key.startswith(TRAINING_KEYS) and key not in searched
                      and then.get(key, "-") != now.get(key, "-"))
     if changed:
         shown = ", ".join(f"{key} ({then.get(key, '-')} then, {now.get(key, '-')} now)" for key in changed[:3])
@@ -151,9 +153,10 @@ def check_same_recipe(study: optuna.Study, base: DictConfig, spec: SearchSpec) -
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of the leaves; an empty mapping has none (`model.kwargs: {}` is the network's defaults)."""
     flat = {}
     for key, value in tree.items():
-        flat |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+        flat |= flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
     return flat
 
 

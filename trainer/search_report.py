@@ -95,6 +95,9 @@ def save_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # a value searched on one completed trial: matplotlib widens the slice's empty range itself
                 warnings.filterwarnings("ignore", "Attempting to set identical low and high xlims", UserWarning)
+                # a study of a few trials: its importances are rough, as any reader of two or three bars can tell
+                warnings.filterwarnings("ignore", "Target and region quantiles select the same set", UserWarning)
+                warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
                 axes = plot(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             skipped[name] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
