@@ -215,7 +215,7 @@ class Cutout:
     box: tuple[float, float, float, float]  # (left, top, right, bottom) of the square the tile shows, in the photo's pixels
     segmented: bool  # False: the garment could not be cut out from its background, and a fallback was used
     across: bool = False  # the cut-out runs across the picture, down both side edges (`_across`): not a garment
-    photo: bool = True  # False: the input already looked like a Fashion-MNIST tile (light on a dark border)
+    photo: bool = True  # False: the input already looked like a Fashion-MNIST tile (grey, light on a dark border)
     tiles: tuple[np.ndarray, ...] = ()  # the garment cut out at each of THRESHOLDS, `tile` first; only `tile` if not a photo
 
     def __post_init__(self) -> None:
