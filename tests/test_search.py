@@ -368,3 +368,18 @@ def test_a_stop_that_lands_as_the_trial_diverges_ends_the_study(tiny, tmp_path, 
     assert code == 130 and [t.state.name for t in trials] == ["FAIL"], (code, [t.state.name for t in trials])
     assert "the study goes on" not in out and "Study diverged stopped during trial 0" in err, (out, err)
     assert trials[0].user_attrs["note"].startswith("diverged")
+
+
+def test_best_yaml_names_no_machine_s_folder_even_for_a_trial_stored_with_one(tmp_path):
+    """Trials recorded before data.photos was left out of their recipe still hold it: best.yaml must not."""
+    from trainer.search_report import best_config_yaml
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    recipe = search.recipe_of(load_config("configs/quick.yaml"))
+    trial.set_user_attr("config", recipe | {"data": recipe["data"] | {"photos": "/home/someone/photos"}})
+    study.tell(trial, 0.5)
+    (tmp_path / "best.yaml").write_text(best_config_yaml(study, study.trials[0], tmp_path / "best.yaml"))
+    written = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert {"root", "photos"}.isdisjoint(written["data"]) and written["train"] == recipe["train"]
+    assert load_config(tmp_path / "best.yaml").data.photos is None, "the trainer's own default: this machine's photos"

@@ -36,7 +36,7 @@ from trainer.errors import UserError, fail
 from trainer.handlers.interrupt import GracefulStop
 from trainer.handlers.tensorboard import hparam_value, hparam_values, write_hparams
 from trainer.safe_io import atomic_write_json, exclusive
-from trainer.search_report import write_report
+from trainer.search_report import without_places, write_report
 from trainer.search_space import SearchSpec, as_override, load_spec
 from trainer.training import build_network, launch_settings, training
 
@@ -232,14 +232,8 @@ def trial_config(args: argparse.Namespace, trial: Trial, folder: Path) -> tuple[
 
 
 def recipe_of(cfg: DictConfig) -> dict:
-    """Every key a run trains with, without where it runs: the places of the data and of the real photos belong to
-    each machine (FASHION_MNIST_ROOT or data.root=), the output's and the run's name to the study."""
-    recipe = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("run", "output", "resume"):
-        del recipe[key]
-    for key in ("root", "photos"):
-        del recipe["data"][key]
-    return recipe
+    """Every key a run trains with, without where it runs (`without_places`)."""
+    return without_places(OmegaConf.to_container(cfg, resolve=True))
 
 
 def run_trials(args: argparse.Namespace, study: optuna.Study, spec: SearchSpec, folder: Path) -> int:

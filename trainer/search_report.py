@@ -70,14 +70,23 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return max(complete, key=lambda t: t.value) if complete else None
 
 
+def without_places(recipe: dict) -> dict:
+    """A run's config without where it ran: the places of the data and of the real photos belong to each machine
+    (FASHION_MNIST_ROOT or data.root=), the output's and the run's name to the study."""
+    recipe = {key: value for key, value in recipe.items() if key not in ("run", "output", "resume")}
+    recipe["data"] = {key: value for key, value in recipe["data"].items() if key not in ("root", "photos")}
+    return recipe
+
+
 def best_config_yaml(study: optuna.Study, trial: FrozenTrial, path: Path) -> str:
-    """The trial's recipe, as stored with it (so any worker can write it): every key it trained with but where it ran."""
+    """The trial's recipe, as stored with it (so any worker can write it): every key it trained with but where it ran
+    (trials recorded before data.photos was left out still hold it)."""
     header = (
         f"# Best trial of study {study.study_name}: trial {trial.number}, validation accuracy {trial.value:.4f} "
         f"with seed {trial.user_attrs['config']['seed']}.\n"
         f"# Train it: python -m trainer.main --config {path}   (data.root and output.root: environment or command line)\n"
     )
-    return header + yaml.safe_dump(trial.user_attrs["config"], sort_keys=False)
+    return header + yaml.safe_dump(without_places(trial.user_attrs["config"]), sort_keys=False)
 
 
 def save_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
