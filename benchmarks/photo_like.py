@@ -232,15 +232,14 @@ def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[P
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(items: list[tuple[Path, int]], model: torch.nn.Module, mean: float, std: float,
-             classifier: Classifier) -> dict[str, dict[str, float]]:
+def evaluate(items: list[tuple[Path, int]], classifier: Classifier) -> dict[str, dict[str, float]]:
     """Accuracy and per-image latency of each way of reading a photo: a plain resize ("naive") and the demo's
     cut-out ("ours"), each as one view through the bare network (batch of 1: decode, preprocess, forward), and the
     demo itself ("demo": `Classifier`, two cut-outs, ten views, as people's photos are answered)."""
     def one_view(fn: Callable) -> Callable[[Path], int]:
         def read(path: Path) -> int:
             with torch.inference_mode():
-                return int(model(fn(open_image(path), mean, std).unsqueeze(0)).argmax(1))
+                return int(classifier.model(fn(open_image(path), classifier.mean, classifier.std).unsqueeze(0)).argmax(1))
         return read
 
     readers = {
@@ -270,13 +269,13 @@ def evaluate(items: list[tuple[Path, int]], model: torch.nn.Module, mean: float,
     return results
 
 
-def clean_accuracy(root: str, items: list[tuple[Path, int]], model: torch.nn.Module, mean: float, std: float) -> float:
+def clean_accuracy(root: str, items: list[tuple[Path, int]], classifier: Classifier) -> float:
     """The same model on the original 28x28 tiles of the same images: the ceiling for any preprocessing."""
     images, labels, _ = load_test_set(root)
     index = [int(p.name.split("_")[0]) for p, _ in items]
-    x = (torch.from_numpy(images[index]).float() / 255 - mean) / std
+    x = (torch.from_numpy(images[index]).float() / 255 - classifier.mean) / classifier.std
     with torch.inference_mode():
-        pred = model(x.unsqueeze(1)).argmax(1).numpy()
+        pred = classifier.model(x.unsqueeze(1)).argmax(1).numpy()
     return float((pred == labels[index]).mean())
 
 
@@ -300,11 +299,10 @@ def main(argv: list[str] | None = None) -> int:
 
     checkpoint = resolve_model_path(args.checkpoint and str(args.checkpoint), args.runs_dir)
     classifier = Classifier(checkpoint)
-    model, mean, std = classifier.model, classifier.mean, classifier.std
 
     items = build_benchmark(args.data_root, args.out, args.n, args.seed)
-    clean = clean_accuracy(args.data_root, items, model, mean, std)
-    results = evaluate(items, model, mean, std, classifier)
+    clean = clean_accuracy(args.data_root, items, classifier)
+    results = evaluate(items, classifier)
 
     print(f"Photo-like benchmark: n={len(items)}, seed={args.seed}, checkpoint={checkpoint}\n")
     print("| preprocessing | accuracy | median ms | p95 ms |")

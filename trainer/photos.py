@@ -117,6 +117,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     per_class, right_by_group = {}, []
     for group in groups:
         mine = [r for r in records if r["group"] == group]
+        right_when_sure = [r["right"] for r in mine if r.get("sure")]
         right_by_group.append(np.array([r.get("right", False) for r in mine]))
         per_class[group] = {
             "n": len(mine),
@@ -124,7 +125,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             "top3": float(np.mean([r.get("right3", False) for r in mine])),
             "sure_share": float(np.mean([r.get("sure", False) for r in mine])),
             # right among this kind's "sure" answers: the pooled figure of `sure` leans on the kinds answered surely most
-            "sure_accuracy": float(np.mean([r["right"] for r in mine if r.get("sure")])) if any(r.get("sure") for r in mine) else None,
+            "sure_accuracy": float(np.mean(right_when_sure)) if right_when_sure else None,
             "answers": dict(Counter(r.get("answer", "refused") for r in mine).most_common()),
         }
     confidence = np.array([r["confidence"] for r in answered])

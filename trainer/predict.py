@@ -108,7 +108,6 @@ class Classifier:
                     self._recent.popitem(last=False)
         return result
 
-
     def _recent_pixels(self) -> int:
         """A 10:1 panorama decodes to up to 7,670 x 767 pixels (`DECODE_SIDE` on its short side): 16 of them were 340 MB."""
         return sum(image.width * image.height for image, _ in self._recent.values())
