@@ -35,7 +35,7 @@ from trainer.preprocess import ImageError, naive_preprocess, open_image, preproc
 if TYPE_CHECKING:
     from trainer.predict import Classifier
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: each photo's garment also saved alone, its background cut away (`make_cut_away`)
 NUM_CLASSES = 10
 TARGET_ACCURACY = 0.87  # the real-photo issue's rule: the demo's preprocessing keeps at least this on these images
 BACKGROUNDS = {  # name -> RGB; light, as phone and catalogue photos of garments are
@@ -62,17 +62,8 @@ def make_photo_like(tile: np.ndarray, rng: np.random.Generator) -> Image.Image:
     width, height = (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
 
     canvas = _background(rng, height, width)
-
-    # the garment: the negated tile, i.e. the luminance of the product photo it was made from
     garment_side = int(round(float(rng.uniform(0.45, 0.85)) * min(width, height)))
-    big = np.asarray(Image.fromarray(tile).resize((garment_side, garment_side), Image.Resampling.BICUBIC), dtype=np.float32)
-    cover = np.asarray(Image.fromarray(((tile > 0) * 255).astype(np.uint8)).resize((garment_side, garment_side), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-    alpha = np.clip((cover - 0.3) / 0.4, 0.0, 1.0)[..., None]
-    colour = (255.0 - np.clip(big, 0, 255))[..., None] * np.ones(3, dtype=np.float32)
-    if rng.random() < 0.35:  # a coloured garment of about the same luminance
-        tint = np.exp(rng.normal(0.0, 0.12, size=3)).astype(np.float32)
-        tint /= float(tint @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
-        colour = colour * tint
+    colour, alpha = _garment(tile, garment_side, rng)
     margin = max(2, int(0.03 * min(width, height)))
     left = int(rng.integers(margin, max(margin + 1, width - garment_side - margin + 1)))
     top = int(rng.integers(margin, max(margin + 1, height - garment_side - margin + 1)))
@@ -94,6 +85,31 @@ def make_photo_like(tile: np.ndarray, rng: np.random.Generator) -> Image.Image:
     canvas += rng.normal(0.0, float(rng.uniform(1.0, 3.5)), size=canvas.shape).astype(np.float32)
     img = Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
     return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.1))))
+
+
+def make_cut_away(tile: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """The garment of a 28x28 tile alone, its background cut away (RGBA, transparent round it, 200-600 px), as
+    background-removal apps and catalogues save garments: drawn from rng."""
+    side = int(rng.integers(200, 601))
+    colour, alpha = _garment(np.asarray(tile, dtype=np.uint8), side, rng)
+    margin = max(2, int(0.05 * side))
+    rgba = np.zeros((side + 2 * margin, side + 2 * margin, 4), dtype=np.float32)
+    rgba[margin:-margin, margin:-margin] = np.concatenate([colour, 255.0 * alpha], axis=2)
+    return Image.fromarray(np.clip(np.rint(rgba), 0, 255).astype(np.uint8), "RGBA")
+
+
+def _garment(tile: np.ndarray, side: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The negated tile at `side` pixels, i.e. the luminance of the product photo it was made from, sometimes tinted:
+    its colour (side, side, 3) and how much of each pixel it covers (side, side, 1)."""
+    big = np.asarray(Image.fromarray(tile).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32)
+    cover = np.asarray(Image.fromarray(((tile > 0) * 255).astype(np.uint8)).resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    alpha = np.clip((cover - 0.3) / 0.4, 0.0, 1.0)[..., None]
+    colour = (255.0 - np.clip(big, 0, 255))[..., None] * np.ones(3, dtype=np.float32)
+    if rng.random() < 0.35:  # a coloured garment of about the same luminance
+        tint = np.exp(rng.normal(0.0, 0.12, size=3)).astype(np.float32)
+        tint /= float(tint @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+        colour = colour * tint
+    return colour, alpha
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -196,8 +212,14 @@ def select_balanced(labels: np.ndarray, n: int) -> list[int]:
     return sorted(chosen)
 
 
+def cut_away(photo: Path) -> Path:
+    """Where the benchmark keeps the garment of `photo` alone, its background cut away."""
+    return photo.with_suffix(".png")
+
+
 def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[Path, int]]:
-    """Write `out_dir/<index>_<label>.jpg` and `labels.csv`; reuse them if already built with the same n and seed.
+    """Write `out_dir/<index>_<label>.jpg`, the same garment cut away (`cut_away`) and `labels.csv`; reuse them if
+    already built with the same n and seed.
 
     Each image has its own generator seeded by (seed, test index), so an image does not change
     when n changes.
@@ -208,7 +230,7 @@ def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[P
     if meta_path.is_file() and csv_path.is_file() and json.loads(meta_path.read_text()) == stamp:
         with open(csv_path, newline="") as f:
             rows = list(csv.DictReader(f))
-        if all((out_dir / r["file"]).is_file() for r in rows):
+        if all((out_dir / r["file"]).is_file() and cut_away(out_dir / r["file"]).is_file() for r in rows):
             return [(out_dir / r["file"], int(r["label"])) for r in rows]
     images, labels, classes = load_test_set(root)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +241,7 @@ def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[P
         photo = make_photo_like(images[index], np.random.default_rng([seed, index]))
         path = out_dir / f"{index}_{label}.jpg"
         photo.save(path, "JPEG", quality=85)
+        make_cut_away(images[index], np.random.default_rng([seed, index, 1])).save(cut_away(path), "PNG")
         items.append((path, label))
         rows.append({"file": path.name, "index": index, "label": label, "class": classes[label]})
     with open(csv_path, "w", newline="") as f:
@@ -235,17 +258,22 @@ def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[P
 def evaluate(items: list[tuple[Path, int]], classifier: Classifier) -> dict[str, dict[str, float]]:
     """Accuracy and per-image latency of each way of reading a photo: a plain resize ("naive") and the demo's
     cut-out ("ours"), each as one view through the bare network (batch of 1: decode, preprocess, forward), and the
-    demo itself ("demo": `Classifier`, two cut-outs, ten views, as people's photos are answered)."""
+    demo itself ("demo": `Classifier`, two cut-outs, ten views, as people's photos are answered), also on the same
+    garments with their background cut away ("cut_away": transparent PNGs)."""
     def one_view(fn: Callable) -> Callable[[Path], int]:
         def read(path: Path) -> int:
             with torch.inference_mode():
                 return int(classifier.model(fn(open_image(path), classifier.mean, classifier.std).unsqueeze(0)).argmax(1))
         return read
 
+    def demo(path: Path) -> int:
+        return classifier.class_names.index(classifier.classify_file(path).top(1)[0][0])
+
     readers = {
         "naive": one_view(naive_preprocess),
         "ours": one_view(preprocess),
-        "demo": lambda path: classifier.class_names.index(classifier.classify_file(path).top(1)[0][0]),
+        "demo": demo,
+        "cut_away": lambda path: demo(cut_away(path)),
     }
     results = {}
     for name, read in readers.items():

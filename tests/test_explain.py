@@ -1,6 +1,8 @@
 """Attribution maps are right, not just present: on hand-built models whose answer is known, the map puts its mass
 where the evidence is; and they are drawn where the tile came from in the photo."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from PIL import Image
 
 from trainer.data import BLACK, CLASS_NAMES, MEAN, STD
 from trainer.attribution import METHODS, OCCLUSION_STRIDE, OCCLUSION_WINDOW, attribute, attribute_views, method_for
-from trainer.explain import FAINT, explain
+from trainer.explain import FAINT, explain, explain_file
 from trainer.heatmap import NEGATIVE, OPACITY, POSITIVE, heat_rgba
 from trainer.export import save_model_file
 from trainer.model import MODELS, build_model
@@ -230,6 +232,21 @@ def test_the_photos_map_is_drawn_on_the_part_of_the_photo_the_tile_shows(classif
     assert changed[60:240, 220:330].mean() > 0.5
     assert cols.min() >= left - 1 and cols.max() <= right + 1 and rows.min() >= top - 1 and rows.max() <= bottom + 1
     assert explanation.on_tile(224).size == (224, 224) and explanation.on_photo().size == image.size
+
+
+def test_a_garment_whose_background_was_cut_away_is_explained_over_what_it_shows(classifier):
+    """An upload transparent round the garment is decoded with its transparency (RGBA, the outline `cut_out` takes);
+    the map is drawn over the picture as a person sees it, the transparency composited, not its hidden colours."""
+    rgba = Image.new("RGBA", (240, 300), (255, 0, 255, 0))  # hidden round the garment: magenta
+    rgba.paste((230, 230, 230, 255), (40, 30, 200, 270))  # a white garment, shown on black
+    encoded = io.BytesIO()
+    rgba.save(encoded, "PNG")
+    explanation = explain_file(classifier, encoded.getvalue())
+    assert explanation.image.mode == "RGBA" and explanation.prediction.segmented
+    drawn = np.asarray(explanation.on_photo())
+    assert drawn.shape == (300, 240, 3) and drawn[5, 5].tolist() == [0, 0, 0] and drawn[295, 120].tolist() == [0, 0, 0]
+    left, top, right, bottom = explanation.prediction.box
+    assert abs(top - 30) <= 3 and abs(bottom - 270) <= 3 and abs((left + right) / 2 - 120) <= 3
 
 
 def test_any_class_can_be_explained_and_the_top_one_by_default(classifier):

@@ -13,7 +13,7 @@ from PIL import Image
 from trainer.attribution import DEFAULT_METHOD, attribute_views
 from trainer.heatmap import overlay
 from trainer.predict import Classifier, Prediction
-from trainer.preprocess import normalise_tile
+from trainer.preprocess import normalise_tile, to_rgb
 
 FAINT = 4  # grey levels: resizing a photo's crop (Lanczos) leaves ripples of 1-4 a pixel or two beside the garment
 
@@ -34,7 +34,7 @@ class Explanation:
 
     def on_photo(self) -> Image.Image:
         """The photo with the map over the square of it the tile shows."""
-        return overlay(self.image.convert("RGB"), self.heat, self.prediction.box)
+        return overlay(to_rgb(self.image), self.heat, self.prediction.box)
 
 
 def explain(

@@ -70,7 +70,8 @@ def open_image(source: str | Path | bytes | BinaryIO, max_side: int | None = Non
 
     The size is checked from the header before any pixel data is decoded (decompression bombs),
     EXIF orientation is applied (phone photos), the first frame of an animation is used, and
-    16-bit, CMYK, palette and transparent images are converted to RGB keeping what they show.
+    16-bit, CMYK and palette images are converted to RGB keeping what they show; one with transparent
+    pixels to RGBA, whose transparency `cut_out` takes as the garment's outline (`to_rgb` composites it).
     With `max_side`, a JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 scale that still has
     at least that many pixels on each side: a 12 MP phone photo then decodes in milliseconds.
     Other formats cannot decode at a smaller scale; with `max_side` they are reduced by an integer
@@ -117,6 +118,9 @@ def open_image(source: str | Path | bytes | BinaryIO, max_side: int | None = Non
         pass
     if max_side and min(img.size) >= 2 * max_side:
         img = _reduce(img, min(img.size) // max_side)
+    alpha = _alpha(img)
+    if alpha is not None and alpha.getextrema()[0] < 255:
+        return img.convert("RGBA")
     return to_rgb(img, sixteen_bit=sixteen_bit)
 
 
@@ -187,9 +191,8 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None) -> Image.Image:
             a = a * (255.0 / a.max())
         grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     try:
-        if not has_alpha:
+        if not _has_alpha(img):
             return img.convert("RGB")
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
     except (ValueError, OSError):
@@ -202,6 +205,21 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None) -> Image.Image:
     under = 0.0 if luma > 127.5 else 255.0  # transparent pixels must contrast with the garment
     out = rgb * alpha + under * (1.0 - alpha)
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    """Whether the image has an alpha band or a colour key (a PNG's tRNS)."""
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def _alpha(img: Image.Image) -> Image.Image | None:
+    """The image's alpha channel ("L"), or None if it has none (16-bit and float grey never do, here)."""
+    if img.mode.startswith("I") or img.mode == "F" or not _has_alpha(img):
+        return None
+    try:
+        return img.convert("RGBA").getchannel("A")
+    except (ValueError, OSError):
+        raise ImageError(f"The image uses a colour format ({img.mode}) that cannot be converted to RGB.") from None
 
 
 # --------------------------------------------------------------------------- to Fashion-MNIST
@@ -239,24 +257,27 @@ def cut_out(image: Image.Image) -> Cutout:
     morphologically and reduced to its main connected component(s).  When that finds
     nothing (a busy pattern behind the garment, or a garment filling the frame), or only scraps of
     it (`_scraps`: a garment close to its background in colour), the garment is taken to be what
-    looks like the middle of the picture (`_centre_mask`).  Its luminance is
-    negated (unless it is a light garment on a dark floor, which is light on dark already), the
-    background zeroed, and its box padded to square, resized, lightly sharpened and stretched to
-    peak at 255 as Fashion-MNIST tiles do.  Raises ImageError only for a blank picture.
+    looks like the middle of the picture (`_centre_mask`).  A garment whose background was cut
+    away (transparent) is its own outline (`_cut_along`).  Its luminance is negated, whatever it
+    lies on (`_tone`), the background zeroed, and its box padded to square, resized, lightly
+    sharpened and stretched to peak at 255 as Fashion-MNIST tiles do.  Raises ImageError only for a
+    blank picture.
     """
-    rgb = to_rgb(image)
-    width, height = rgb.size
+    width, height = image.size
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"The image is only {width}x{height} pixels; it must be at least {MIN_SIDE} pixels on each side.")
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise ImageError(f"The image is a thin strip ({width}x{height} pixels), not a photo of a garment.")
     scale = min(1.0, WORK_SIDE / max(width, height))  # everything below runs on at most 192x192
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        work = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0)  # integer pre-reduction: 2x faster on 12 MP
-    else:
-        work = rgb
-    to_photo = (width / work.size[0], height / work.size[1])
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    to_photo = (width / size[0], height / size[1])
+    alpha = _alpha(image)
+    outline = None if alpha is None else _outline(alpha, size)
+    if outline is not None:
+        return _cut_along(image, alpha, outline, to_photo)
+    rgb = to_rgb(image)
+    # integer pre-reduction (reducing_gap): 2x faster on 12 MP
+    work = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0) if scale < 1.0 else rgb
     if _has_dark_border(work) and not _coloured(work):  # a tile is grey; a garment in colour on black is a photo
         return _pass_through(work, to_photo)
 
@@ -342,13 +363,16 @@ def _pieces(above: np.ndarray) -> np.ndarray:
 
 
 def _tone(luma: np.ndarray, bg_luma: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The picture's grey levels as Fashion-MNIST's: the garment light on dark, decided from the first cut-out."""
-    lighter = float(np.median(luma[mask] - bg_luma[mask])) > 0.0
-    if lighter and float(np.median(bg_luma)) < 128.0:
-        return luma  # a light garment on a dark floor is already light on dark; negating would erase it
-    # the paper's negation of the product's luminance, after scaling the photo's white point
-    # (the background, or the garment's lightest part) towards 255 so a dim photo reads as white
-    # (the background's 95th percentile from every other pixel: it is a smooth surface)
+    """The picture's grey levels as Fashion-MNIST's, from the first cut-out: the paper's negation of the product's
+    luminance, whatever the garment lies on. Fashion-MNIST's products were photographed on white, so a light garment is
+    dim in its tiles; shown light because it lay on a dark floor, it read as a dark garment (docs/real_photos.md,
+    "Twenty-eighth round")."""
+    if float(np.median(luma[mask] - bg_luma[mask])) > 0.0:
+        # lighter than what it lies on: neither that nor the garment's own lightest part is the photo's white, so the
+        # photo is taken as exposed (scaled to its lightest part, a white garment would be erased)
+        return 255.0 - luma
+    # the photo's white point (the background, or the garment's lightest part) is scaled towards 255 first, so a dim
+    # photo reads as white (the background's 95th percentile from every other pixel: it is a smooth surface)
     white = max(float(np.percentile(bg_luma[::2, ::2], 95)), float(np.percentile(luma[mask], 99)))
     gain = min(max(255.0 / max(white, 1.0), 1.0), 1.5)
     return np.clip(255.0 - luma * gain, 0.0, 255.0)
@@ -415,6 +439,32 @@ def _centre_mask(feats: np.ndarray) -> np.ndarray:
     mask = np.zeros((h, w), dtype=bool)
     mask[int(0.1 * h) : int(0.9 * h) + 1, int(0.1 * w) : int(0.9 * w) + 1] = True
     return mask
+
+
+def _outline(alpha: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
+    """The garment's outline at `size`, where its background was cut away (transparent round most of the border, as
+    background-removal apps and catalogues save garments), or None."""
+    opaque = np.asarray(alpha.resize(size, Image.Resampling.BOX) if alpha.size != size else alpha) >= 128
+    if float(np.mean(~_ring(opaque))) < 0.5 or float(opaque.mean()) < MIN_GARMENT_SHARE:
+        return None
+    mask = _pieces(opaque)
+    return mask if mask.any() else None
+
+
+def _cut_along(image: Image.Image, alpha: Image.Image, outline: np.ndarray, to_photo: tuple[float, float]) -> Cutout:
+    """A garment whose background was cut away: its outline is known, and it is taken as a product photographed on
+    white, its luminance negated as the paper did (which keeps a light garment dim, as `_tone` does, and its edges
+    fading to the background); the tighter cut-out is the same."""
+    on_white = Image.new("RGB", image.size, (255, 255, 255))
+    on_white.paste(image.convert("RGB"), mask=alpha)
+    size = outline.shape[::-1]
+    if on_white.size != size:
+        on_white = on_white.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+    value = 255.0 - _opponent(np.asarray(on_white, dtype=np.float32))[0]
+    tile = _tile(value, outline)
+    box = _bounds(outline)
+    square = _square_box(box[0].start, box[1].start, value[box].shape, to_photo)
+    return Cutout(tile, square, True, tiles=(tile,) * len(THRESHOLDS))
 
 
 def _has_dark_border(rgb: Image.Image) -> bool:
