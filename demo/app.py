@@ -11,10 +11,14 @@ import signal
 import sys
 from types import FrameType
 
-import torch
-
 from trainer.errors import UserError, fail
-from trainer.predict import MODEL_ENV, Classifier, resolve_model_path
+
+try:  # torch imports for a second or two after the command starts: a Ctrl-C then ends it as one later does
+    import torch
+
+    from trainer.predict import MODEL_ENV, Classifier, resolve_model_path
+except KeyboardInterrupt:
+    sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -231,6 +231,24 @@ def test_no_model_gives_one_clear_message(tmp_path):
     assert result.returncode == 2 and "python -m trainer.main" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("module", ["torch", "interface"])
+def test_ctrl_c_while_the_demo_is_still_importing_ends_it_quietly(module, trained_run):
+    """torch imports for a second or two after the command starts, Gradio after the model is loaded: a Ctrl-C in
+    either (here raised by the import itself, when it happens) ends the demo with 130, as one later does, and no
+    traceback."""
+    interrupt = (
+        "import builtins, runpy, sys\n"
+        "real = builtins.__import__\n"
+        f"def interrupted(name, *args, **kwargs):\n    if name == {module!r}: raise KeyboardInterrupt\n    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted\n"
+        "sys.argv = ['demo/app.py'] + sys.argv[1:]\n"
+        "runpy.run_path('demo/app.py', run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", interrupt, "--checkpoint", str(trained_run / "model.pt")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("content", [b"", b"not a model", b"PK\x03\x04truncated zip"])
 def test_corrupt_model_file_gives_one_clear_message(tmp_path, content):
     bad = tmp_path / "model.pt"
