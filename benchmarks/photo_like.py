@@ -88,7 +88,7 @@ def make_photo_like(tile: np.ndarray, rng: np.random.Generator) -> Image.Image:
 
 
 def make_cut_away(tile: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """The garment of a 28x28 tile alone, its background cut away (RGBA, transparent round it, 200-600 px), as
+    """The garment of a 28x28 tile alone, its background cut away (RGBA, transparent round it, 220-660 px), as
     background-removal apps and catalogues save garments: drawn from rng."""
     side = int(rng.integers(200, 601))
     colour, alpha = _garment(np.asarray(tile, dtype=np.uint8), side, rng)
