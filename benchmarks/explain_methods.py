@@ -33,7 +33,7 @@ from trainer.errors import UserError
 from trainer.heatmap import overlay
 from trainer.photos import read_manifest
 from trainer.predict import DECODE_SIDE, Classifier, resolve_model_path
-from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist
+from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist, to_rgb
 from trainer.views import PHOTO_SIZES
 
 PER_GROUP, QUICK_PER_GROUP = 10, 2
@@ -105,7 +105,7 @@ def logits_of(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
 
 def square(image: Image.Image, side: int) -> Image.Image:
     """The photo shrunk into a white square, whole."""
-    image = image.convert("RGB")
+    image = to_rgb(image).copy()  # to_rgb returns an RGB image itself, which thumbnail would shrink in place
     image.thumbnail((side, side))
     canvas = Image.new("RGB", (side, side), "white")
     canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))

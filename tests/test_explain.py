@@ -235,14 +235,14 @@ def test_the_photos_map_is_drawn_on_the_part_of_the_photo_the_tile_shows(classif
 
 
 def test_a_garment_whose_background_was_cut_away_is_explained_over_what_it_shows(classifier):
-    """An upload transparent round the garment is decoded with its transparency (RGBA, the outline `cut_out` takes);
-    the map is drawn over the picture as a person sees it, the transparency composited, not its hidden colours."""
+    """An upload transparent round the garment is cut out along that outline; the map is drawn over the picture as a
+    person sees it, the transparency composited, not its hidden colours."""
     rgba = Image.new("RGBA", (240, 300), (255, 0, 255, 0))  # hidden round the garment: magenta
     rgba.paste((230, 230, 230, 255), (40, 30, 200, 270))  # a white garment, shown on black
     encoded = io.BytesIO()
     rgba.save(encoded, "PNG")
     explanation = explain_file(classifier, encoded.getvalue())
-    assert explanation.image.mode == "RGBA" and explanation.prediction.segmented
+    assert explanation.image.mode == "RGB" and explanation.prediction.segmented
     drawn = np.asarray(explanation.on_photo())
     assert drawn.shape == (300, 240, 3) and drawn[5, 5].tolist() == [0, 0, 0] and drawn[295, 120].tolist() == [0, 0, 0]
     left, top, right, bottom = explanation.prediction.box

@@ -15,6 +15,7 @@ from tests.bad_images import (
     BAD_INPUTS,
     CMYK_BOX,
     CUTOUT_BOX,
+    CUTOUT_SIZE,
     LONG_NAME,
     PALETTE_BOX,
     alpha_cutout,
@@ -480,22 +481,103 @@ def test_palette_png_with_transparency():
     assert iou(to_fashion_mnist(out) > 60, expected_tile(PALETTE_BOX)) > 0.75
 
 
+def garment_alone(grey: int, band: int | None = None, hidden: tuple[int, int, int] = (0, 0, 0), feather: float = 0.0,
+                  opacity: int = 255, size: tuple[int, int] = CUTOUT_SIZE, box: tuple[int, int, int, int] = CUTOUT_BOX) -> Image.Image:
+    """A garment of `grey` alone, its background cut away (transparent pixels of colour `hidden`), as background-removal
+    apps leave one: edges softened by `feather` pixels, the garment `opacity` opaque, with an opaque band of grey `band`
+    across its middle."""
+    mask = garment_mask(size, box)
+    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(feather)) if feather else mask, dtype=np.float32) * opacity / 255
+    colour = np.zeros((size[1], size[0], 3), np.float32) + np.array(hidden, np.float32)
+    colour[alpha > 0] = grey
+    if band is not None:
+        rows = slice(box[1] + (box[3] - box[1]) // 2, box[1] + (box[3] - box[1]) // 2 + (box[3] - box[1]) // 6)
+        inside = np.asarray(mask)[rows] > 0
+        colour[rows][inside] = band
+        alpha[rows][inside] = 255
+    return Image.fromarray(np.clip(np.rint(np.dstack([colour, alpha])), 0, 255).astype(np.uint8), "RGBA")
+
+
+def band_contrast(tile: np.ndarray, box: tuple[int, int, int, int] = CUTOUT_BOX) -> float:
+    """How much brighter the tile is in the band of `garment_alone` than in the rest of the garment."""
+    scale = 28 / max(box[2] - box[0], box[3] - box[1])
+    middle = (box[3] - box[1]) // 2
+    rows = slice(round(middle * scale) + 1, round((middle + (box[3] - box[1]) // 6) * scale) - 1)
+    inside = expected_tile(box)
+    in_band = np.zeros_like(inside)
+    in_band[rows] = inside[rows]
+    rest = inside.copy()
+    rest[rows.start - 2 : rows.stop + 2] = False
+    return float(tile[in_band].mean() - tile[rest].mean())
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 def test_alpha_cutouts_dark_and_light(mode):
     """A garment whose background was cut away is cut out along its outline and negated as a product photographed on
-    white: a light one comes out dim, as Fashion-MNIST's are (it used to be shown as it looked, light on black, as if
-    it were a tile). Shown to a person, it is composited onto what contrasts with it."""
-    inside = {}
+    white, light or dark (a light one used to be composited onto black and passed through as a tile, not negated).
+    Shown to a person, it is composited onto what contrasts with it."""
     for grey, under in ((50, 255), (235, 0)):
         out = open_image(alpha_cutout(grey, mode))
         assert out.mode == "RGBA" and np.asarray(to_rgb(out))[3, 3].tolist() == [under] * 3
         cut = cut_out(out)
         assert cut.photo and cut.segmented and all(np.array_equal(tile, cut.tile) for tile in cut.tiles)
-        expected = expected_tile(CUTOUT_BOX)
-        assert iou(cut.tile > 20, expected) > 0.85
-        inside[grey] = float(cut.tile[expected].mean())
-    assert inside[235] < 0.85 * inside[50], f"the light garment must come out dimmer than the dark one: {inside}"
-    assert_fashion_mnist_like(cut_out(open_image(alpha_cutout(50, mode))).tile)  # a flat light one is too dim to peak
+        assert_fashion_mnist_like(cut.tile)
+        assert iou(cut.tile > 20, expected_tile(CUTOUT_BOX)) > 0.85
+
+
+@pytest.mark.parametrize("grey, band", [(230, 150), (60, 130)])
+def test_a_cut_away_garment_s_darker_parts_come_out_brighter(grey, band):
+    """Negated as Fashion-MNIST's products were: a light garment's darker band is the brighter part of its tile, and a
+    dark garment's lighter band the dimmer part."""
+    contrast = band_contrast(cut_out(garment_alone(grey, band)).tile)
+    assert (contrast > 40) if band < grey else (contrast < -40), contrast
+
+
+def test_a_cut_away_garment_s_hidden_colours_do_not_show_and_see_through_parts_fade():
+    """What lies under fully transparent pixels is not part of the picture: with soft edges, a light garment over
+    hidden black and over hidden white comes out the same. A see-through part is seen as on a white product
+    background: a half-transparent body with an opaque band comes out dimmer beside its band than an opaque one."""
+    tiles = [cut_out(garment_alone(220, 150, hidden, feather=3)).tile.astype(int) for hidden in ((0, 0, 0), (255, 255, 255))]
+    assert np.abs(tiles[0] - tiles[1]).max() <= 2
+    body, band = (slice(5, 12), slice(8, 20)), (slice(16, 19), slice(8, 20))
+    ratios = [tile[body].mean() / tile[band].mean() for tile in (cut_out(garment_alone(220, 150, opacity=o)).tile for o in (255, 128))]
+    assert ratios[1] < 0.7 * ratios[0], ratios
+
+
+def test_a_flat_white_cut_away_garment_is_shown_by_its_outline():
+    """Pure white, negated, is nothing: with no detail to stretch, the tile is the garment's outline, not a blank tile
+    (which a model answers anything for); a near-white one is stretched to peak at 255 as every Fashion-MNIST tile."""
+    white = cut_out(garment_alone(255)).tile
+    assert white.max() == 255 and iou(white > 20, expected_tile(CUTOUT_BOX)) > 0.85
+    near_white = cut_out(garment_alone(250, band=235)).tile  # negated to 5 and 20 grey levels: detail, stretched
+    assert near_white.max() == 255 and band_contrast(near_white) > 100
+
+
+def test_transparent_rounded_corners_leave_a_photo_a_photo():
+    """Transparency only in the corners (rounded by an app) is no outline of a garment: the photo is cut out as it
+    would be without it (not along its rounded frame, nor with black corners as part of the picture)."""
+    opaque = photo(3)
+    rounded = opaque.copy()
+    corners = Image.new("L", opaque.size, 0)
+    ImageDraw.Draw(corners).rounded_rectangle([0, 0, opaque.width - 1, opaque.height - 1], radius=min(opaque.size) // 6, fill=255)
+    rounded.putalpha(corners)
+    difference = np.abs(cut_out(rounded).tile.astype(int) - cut_out(opaque).tile)
+    assert difference.mean() < 1 and difference.max() <= 12, "the corners are filled as the background round them"
+
+
+def test_a_speck_on_a_transparent_picture_is_not_its_garment():
+    """An opaque speck of under 2% of the picture is no garment's outline, as a cut-out that small is a speck."""
+    speck = garment_alone(40, size=(600, 600), box=(270, 250, 330, 350))
+    assert not cut_out(speck).segmented
+
+
+def test_a_keyed_fashion_mnist_tile_passes_through(test_set):
+    """A 28x28 tile saved with its black transparent (a colour key) is still a tile: it passes through unchanged."""
+    images, _ = test_set
+    for i in range(5):
+        keyed = io.BytesIO()
+        Image.fromarray(images[i]).save(keyed, "PNG", transparency=0)
+        assert np.array_equal(cut_out(open_image(keyed.getvalue())).tile, images[i])
 
 
 @pytest.mark.parametrize("mode, key, side", [("RGB", (0, 0, 0), 200), ("RGB", (0, 0, 0), 1000), ("L", 0, 1000)])

@@ -23,12 +23,15 @@ from PIL import Image
 
 from trainer.errors import UserError, fail
 from trainer.export import load_model_file
-from trainer.preprocess import Cutout, ImageError, cut_out, normalise_tile, open_image
+from trainer.preprocess import Cutout, ImageError, cut_out, normalise_tile, open_image, to_rgb
 from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits, photo_logits
 
 MODEL_ENV = "FASHION_MNIST_MODEL"
 DECODE_SIDE = 384  # JPEGs decode straight to about this size: a 12 MP photo in milliseconds, plenty for 28x28
 SURE = 0.6  # the calibrated probability below which the demo is not sure (chosen on real photos, docs/real_photos.md)
+# the least share of a tile's pixels above grey 32 that the demo answers surely: every Fashion-MNIST training tile has
+# at least 2.4%; a tile with less shows a speck, not a garment
+MIN_INK = 0.02
 RECENT_UPLOADS = 16  # uploads whose decoded image and prediction the demo's classifier keeps (`Classifier.read_file`)
 RECENT_PIXELS = 12_500_000  # ... and no more pixels than these in all (38 MB): 16 phone photos (12 MP decodes to 1008x756)
 
@@ -39,7 +42,7 @@ class Prediction:
     seen: np.ndarray  # the 28x28 uint8 tile the model classified
     box: tuple[float, float, float, float]  # the square of the decoded photo that the tile shows
     segmented: bool  # False: the garment could not be cut out, and the middle of the picture was used
-    sure: bool  # the top class's probability is at least SURE, and what was cut out is not a band across the picture
+    sure: bool  # the top probability is at least SURE, the cut-out is no band across the picture, its tile no speck
     sizes: tuple[int, ...] = TILE_SIZES  # the sizes of the test-time views it was classified with (trainer.views)
     across: bool = False  # what was cut out runs across the picture (`trainer.preprocess.Cutout.across`): never sure
 
@@ -81,7 +84,8 @@ class Classifier:
         else:
             sizes, logits = TILE_SIZES, self.logits(tiles, TILE_SIZES)[0] / self.temperature
         probs = F.softmax(logits, dim=0)
-        sure = probs.max().item() >= SURE and not cut.across  # a band across the picture is scenery, not a garment
+        # a band across the picture is scenery, and a tile with next to nothing in it a speck: neither is a garment
+        sure = probs.max().item() >= SURE and not cut.across and float((cut.tile > 32).mean()) >= MIN_INK
         return Prediction(dict(zip(self.class_names, probs.tolist())), cut.tile, cut.box, cut.segmented, sure, sizes, cut.across)
 
     def classify_file(self, source: str | Path | bytes) -> Prediction:
@@ -89,7 +93,7 @@ class Classifier:
         return self.read_file(source)[1]
 
     def read_file(self, source: str | Path | bytes) -> tuple[Image.Image, Prediction]:
-        """The decoded upload and its prediction.
+        """The decoded upload as a person sees it (a transparent one composited, `to_rgb`) and its prediction.
 
         The demo asks for each upload three times (its answer, that answer in words, and the explanation), so the
         last `remember` uploads are kept, by their content: each is decoded, cut out and classified once.
@@ -100,7 +104,7 @@ class Classifier:
                 self._recent.move_to_end(key)
                 return self._recent[key]
         image = open_image(source, max_side=DECODE_SIDE)
-        result = image, self.classify(image)
+        result = to_rgb(image), self.classify(image)  # kept as shown: a transparent upload composited once
         if key is not None and self.remember:
             with self._recent_lock:
                 self._recent[key] = result

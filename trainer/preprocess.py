@@ -50,6 +50,10 @@ BLANK_RANGE = 10.0  # a picture whose luminance and colour vary less than this (
 # ... and one whose most different 5x5 patch stands out from its fitted background by less than this: a blank sheet
 # under a lamp's gradient or a lens's vignette (`_stands_out`; docs/reliability.md gives the figures)
 BLANK_RESIDUAL = 20.0
+# a tile is stretched to peak at 255, as every Fashion-MNIST tile does (254-255), by at most this factor; a garment
+# whose grey levels stay below FLAT (flat white, negated to nothing) has no detail to stretch, and its outline is drawn
+MAX_STRETCH = 64.0
+FLAT = 255.0 / MAX_STRETCH
 COLOURED = 40  # the spread of a pixel's R, G and B above which a dark picture is a photo in colour, not a black tile
 BLANK = "No garment could be told apart from the background in this picture: it looks blank."
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
@@ -66,7 +70,7 @@ class ImageError(UserError, ValueError):
 
 
 def open_image(source: str | Path | bytes | BinaryIO, max_side: int | None = None) -> Image.Image:
-    """Decode an untrusted upload to an RGB image, or raise ImageError with a sentence a user understands.
+    """Decode an untrusted upload to an RGB (or RGBA) image, or raise ImageError with a sentence a user understands.
 
     The size is checked from the header before any pixel data is decoded (decompression bombs),
     EXIF orientation is applied (phone photos), the first frame of an animation is used, and
@@ -170,12 +174,12 @@ def _read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
     return data
 
 
-def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None) -> Image.Image:
+def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: tuple[float, ...] | float | None = None) -> Image.Image:
     """Any Pillow mode to RGB uint8 without losing meaning.
 
     16-bit grey is scaled by 1/257 (Pillow's own conversion would clip everything above 255 to
-    white); float images in [0, 1] are scaled to [0, 255]; transparency is composited onto the
-    colour that keeps it background: black under a light cut-out, white under a dark one.
+    white); float images in [0, 1] are scaled to [0, 255]; transparency is composited onto `under`,
+    by default the colour that keeps it background: black under a light cut-out, white under a dark one.
     """
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:  # a PNG's colour key (tRNS) is transparency too
@@ -201,9 +205,10 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None) -> Image.Image:
     weight = float(alpha.sum())
     if weight <= 0.0:  # entirely transparent: nothing to show; composite onto white
         return Image.new("RGB", img.size, (255, 255, 255))
-    luma = float(((_LUMA[0] * rgb[..., 0] + _LUMA[1] * rgb[..., 1] + _LUMA[2] * rgb[..., 2]) * alpha[..., 0]).sum()) / weight
-    under = 0.0 if luma > 127.5 else 255.0  # transparent pixels must contrast with the garment
-    out = rgb * alpha + under * (1.0 - alpha)
+    if under is None:  # transparent pixels must contrast with the garment
+        luma = float(((_LUMA[0] * rgb[..., 0] + _LUMA[1] * rgb[..., 1] + _LUMA[2] * rgb[..., 2]) * alpha[..., 0]).sum()) / weight
+        under = 0.0 if luma > 127.5 else 255.0
+    out = rgb * alpha + np.asarray(under, dtype=np.float32) * (1.0 - alpha)
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
 
 
@@ -272,10 +277,15 @@ def cut_out(image: Image.Image) -> Cutout:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     to_photo = (width / size[0], height / size[1])
     alpha = _alpha(image)
-    outline = None if alpha is None else _outline(alpha, size)
-    if outline is not None:
-        return _cut_along(image, alpha, outline, to_photo)
-    rgb = to_rgb(image)
+    if alpha is None:
+        rgb = to_rgb(image)
+    elif image.size == (SIZE, SIZE):  # a tile, its black keyed transparent: back on black, it passes through as one
+        rgb = to_rgb(image, under=0.0)
+    else:
+        outline = _outline(alpha, size)
+        if outline is not None:
+            return _cut_along(image, alpha, outline, to_photo)
+        rgb = to_rgb(image, under=_border_colour(image, alpha))  # transparent corners: filled as the background round them
     # integer pre-reduction (reducing_gap): 2x faster on 12 MP
     work = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0) if scale < 1.0 else rgb
     if _has_dark_border(work) and not _coloured(work):  # a tile is grey; a garment in colour on black is a photo
@@ -385,7 +395,8 @@ def _tile(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rows, cols = (np.clip(np.arange(b.start - 1, b.stop + 1), 0, n - 1) for b, n in zip(box, mask.shape))
     ring = mask[np.ix_(rows, cols)]
     soft = np.asarray(Image.fromarray(ring.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(0.6)), dtype=np.float32)[1:-1, 1:-1] / 255.0
-    return _finish(value[box] * soft)
+    garment = value[box] * soft
+    return _finish(garment if float(garment.max()) >= FLAT else 255.0 * soft)
 
 
 def _square_box(top: int, left: int, shape: tuple[int, int], to_photo: tuple[float, float]) -> tuple[float, float, float, float]:
@@ -449,6 +460,14 @@ def _outline(alpha: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
         return None
     mask = _pieces(opaque)
     return mask if mask.any() else None
+
+
+def _border_colour(image: Image.Image, alpha: Image.Image) -> tuple[float, ...] | None:
+    """The median colour of the opaque pixels of the picture's outermost ring (None if it has none)."""
+    opaque = _ring(np.asarray(alpha)) >= 128
+    if not opaque.any():
+        return None
+    return tuple(float(v) for v in np.median(_ring(np.asarray(image.convert("RGB")))[opaque], axis=0))
 
 
 def _cut_along(image: Image.Image, alpha: Image.Image, outline: np.ndarray, to_photo: tuple[float, float]) -> Cutout:
@@ -516,7 +535,7 @@ def _finish(crop: np.ndarray, sharpen: bool = True, stretch: bool = True) -> np.
     out = np.asarray(img, dtype=np.float32)
     peak = float(out.max())
     if stretch and peak > 0:
-        out = out * min(255.0 / peak, 8.0)  # Fashion-MNIST tiles all peak at 254-255
+        out = out * min(255.0 / peak, MAX_STRETCH)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
