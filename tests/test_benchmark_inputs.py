@@ -106,3 +106,18 @@ def test_all_without_a_trained_model_says_so_before_the_other_benchmarks(tmp_pat
 def test_photo_like_with_a_json_in_a_missing_folder_says_so_before_measuring(tmp_path):
     result = run_benchmark("photo_like", "--out", str(tmp_path / "images"), "--json", str(tmp_path / "no" / "r.json"), data=tmp_path / "no-data")
     assert last_line(result) == f"error: --json {tmp_path / 'no' / 'r.json'}: its folder {tmp_path / 'no'} does not exist"
+
+
+def test_the_contact_sheet_shows_a_transparent_photo_as_seen_and_leaves_it_as_it_was():
+    """`explain_methods`' contact sheet draws each photo into a white square: a transparent one composited (not the
+    colour hidden under its transparency), and the photo handed in left at its size."""
+    from PIL import Image
+
+    from benchmarks.explain_methods import square
+
+    hidden = Image.new("RGBA", (200, 100), (255, 0, 255, 0))
+    hidden.paste((30, 30, 30, 255), (80, 20, 120, 80))
+    assert square(hidden, 50).getpixel((25, 15)) == (255, 255, 255)
+    opaque = Image.new("RGB", (200, 100), (30, 90, 30))
+    square(opaque, 50)
+    assert opaque.size == (200, 100)

@@ -565,10 +565,36 @@ def test_transparent_rounded_corners_leave_a_photo_a_photo():
     assert difference.mean() < 1 and difference.max() <= 12, "the corners are filled as the background round them"
 
 
-def test_a_speck_on_a_transparent_picture_is_not_its_garment():
-    """An opaque speck of under 2% of the picture is no garment's outline, as a cut-out that small is a speck."""
-    speck = garment_alone(40, size=(600, 600), box=(270, 250, 330, 350))
-    assert not cut_out(speck).segmented
+def test_a_small_garment_alone_on_a_large_transparent_picture_is_cut_along_its_outline():
+    """A garment of 1% of the picture, its background cut away: left opaque on purpose, it is the garment, however
+    small (a photo's cut-out that small would be a speck), and fills the tile as any garment does."""
+    box = (270, 250, 330, 350)
+    cut = cut_out(garment_alone(200, band=120, size=(600, 600), box=box))
+    assert cut.segmented and cut.photo and iou(cut.tile > 20, expected_tile(box)) > 0.8
+    assert band_contrast(cut.tile, box) > 40, "cut along its outline and negated, not taken for a tile"
+
+
+def test_a_photo_cropped_to_an_ellipse_is_cut_out_as_a_photo():
+    """A photo cropped to an ellipse (transparent round it) is no garment's outline: it spans the picture and is
+    convex, so its own background, continued into the corners, is cut away as a photo's is."""
+    opaque = Image.new("RGB", (400, 500), (226, 211, 182))
+    opaque.paste((40, 45, 60), mask=garment_mask(opaque.size, (110, 120, 290, 380)))
+    frame = Image.new("L", opaque.size, 0)
+    ImageDraw.Draw(frame).ellipse([0, 0, opaque.width - 1, opaque.height - 1], fill=255)
+    cropped = opaque.copy()
+    cropped.putalpha(frame)
+    cut, reference = cut_out(cropped), cut_out(opaque)
+    assert cut.segmented and np.allclose(cut.box, reference.box, atol=8), (cut.box, reference.box)
+    assert iou(cut.tile > 40, reference.tile > 40) > 0.85
+
+
+def test_a_white_cut_away_garment_with_a_logo_is_shown_by_its_outline_and_the_logo():
+    """Mostly flat white, negated to nothing but for a small dark logo: the tile is the outline, mid-grey, with the
+    logo on top, not the logo alone stretched to fill the frame."""
+    img = garment_alone(255)
+    ImageDraw.Draw(img).rectangle([105, 120, 135, 150], fill=(40, 40, 40, 255))
+    tile = cut_out(img).tile
+    assert iou(tile > 20, expected_tile(CUTOUT_BOX)) > 0.85 and tile.max() == 255
 
 
 def test_a_keyed_fashion_mnist_tile_passes_through(test_set):

@@ -25,7 +25,7 @@ class Explanation:
     class_name: str
     heat: np.ndarray  # (28, 28) signed map over the tile
     prediction: Prediction  # the classifier's answer for the photo: its tile, and where in the photo that is
-    image: Image.Image  # the photo as the classifier decoded it
+    image: Image.Image  # the photo as decoded, a transparent one composited as a person sees it (`to_rgb`)
 
     def on_tile(self, size: int) -> Image.Image:
         """The tile enlarged to `size` pixels (sharp pixels, as "what the model sees" shows it), the map over it."""

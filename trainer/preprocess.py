@@ -54,6 +54,7 @@ BLANK_RESIDUAL = 20.0
 # whose grey levels stay below FLAT (flat white, negated to nothing) has no detail to stretch, and its outline is drawn
 MAX_STRETCH = 64.0
 FLAT = 255.0 / MAX_STRETCH
+MIN_SOLIDITY = 0.9  # the least share of its convex hull a photo cropped to a shape fills (`_cropped_photo`)
 COLOURED = 40  # the spread of a pixel's R, G and B above which a dark picture is a photo in colour, not a black tile
 BLANK = "No garment could be told apart from the background in this picture: it looks blank."
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
@@ -218,7 +219,7 @@ def _has_alpha(img: Image.Image) -> bool:
 
 
 def _alpha(img: Image.Image) -> Image.Image | None:
-    """The image's alpha channel ("L"), or None if it has none (16-bit and float grey never do, here)."""
+    """The image's alpha channel ("L"), or None if it has none (a 16-bit or float grey image's colour key is not read)."""
     if img.mode.startswith("I") or img.mode == "F" or not _has_alpha(img):
         return None
     try:
@@ -285,9 +286,9 @@ def cut_out(image: Image.Image) -> Cutout:
         outline = _outline(alpha, size)
         if outline is not None:
             return _cut_along(image, alpha, outline, to_photo)
-        rgb = to_rgb(image, under=_border_colour(image, alpha))  # transparent corners: filled as the background round them
+        rgb = _filled(image, alpha, size)  # transparent corners or frame: the photo's own background, continued
     # integer pre-reduction (reducing_gap): 2x faster on 12 MP
-    work = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0) if scale < 1.0 else rgb
+    work = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0) if rgb.size != size else rgb
     if _has_dark_border(work) and not _coloured(work):  # a tile is grey; a garment in colour on black is a photo
         return _pass_through(work, to_photo)
 
@@ -396,7 +397,9 @@ def _tile(value: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ring = mask[np.ix_(rows, cols)]
     soft = np.asarray(Image.fromarray(ring.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(0.6)), dtype=np.float32)[1:-1, 1:-1] / 255.0
     garment = value[box] * soft
-    return _finish(garment if float(garment.max()) >= FLAT else 255.0 * soft)
+    if float(np.percentile(garment[mask[box]], 75)) < FLAT:  # mostly flat white, negated to nothing: the outline, mid-grey,
+        garment = np.maximum(garment * (255.0 / max(float(garment.max()), FLAT)), 128.0 * soft)  # its marks on top
+    return _finish(garment)
 
 
 def _square_box(top: int, left: int, shape: tuple[int, int], to_photo: tuple[float, float]) -> tuple[float, float, float, float]:
@@ -456,18 +459,39 @@ def _outline(alpha: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
     """The garment's outline at `size`, where its background was cut away (transparent round most of the border, as
     background-removal apps and catalogues save garments), or None."""
     opaque = np.asarray(alpha.resize(size, Image.Resampling.BOX) if alpha.size != size else alpha) >= 128
-    if float(np.mean(~_ring(opaque))) < 0.5 or float(opaque.mean()) < MIN_GARMENT_SHARE:
+    if float(np.mean(~_ring(opaque))) < 0.5:  # however small what is left opaque, it was left so on purpose
         return None
     mask = _pieces(opaque)
-    return mask if mask.any() else None
+    return mask if mask.any() and not _cropped_photo(mask) else None
 
 
-def _border_colour(image: Image.Image, alpha: Image.Image) -> tuple[float, ...] | None:
-    """The median colour of the opaque pixels of the picture's outermost ring (None if it has none)."""
-    opaque = _ring(np.asarray(alpha)) >= 128
-    if not opaque.any():
-        return None
-    return tuple(float(v) for v in np.median(_ring(np.asarray(image.convert("RGB")))[opaque], axis=0))
+def _cropped_photo(mask: np.ndarray) -> bool:
+    """Whether an opaque part is a photo cropped to a circle, an ellipse or a rounded frame, not a garment: it spans the
+    picture both ways and is nearly convex (a garment's sleeves, legs and neckline leave room in its convex hull)."""
+    from scipy.spatial import ConvexHull
+
+    rows, cols = _bounds(mask)
+    if rows.stop - rows.start < mask.shape[0] - 2 or cols.stop - cols.start < mask.shape[1] - 2:
+        return False
+    ys, xs = np.nonzero(mask)
+    corners = (np.column_stack([xs, ys])[:, None, :] + np.array([[0, 0], [1, 0], [0, 1], [1, 1]])).reshape(-1, 2)
+    return float(mask.sum()) > MIN_SOLIDITY * ConvexHull(corners).volume
+
+
+def _filled(image: Image.Image, alpha: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The picture at `size`, each transparent pixel given the colour of the nearest opaque one: what lies round a
+    photo's transparent corners or frame is its own background, continued (a picture with next to nothing opaque
+    becomes that, and blank)."""
+    from scipy import ndimage
+
+    rgb = image.convert("RGB")
+    if rgb.size != size:
+        rgb, alpha = (band.resize(size, Image.Resampling.BOX, reducing_gap=2.0) for band in (rgb, alpha))
+    transparent = np.asarray(alpha) < 128
+    if transparent.all():
+        return Image.new("RGB", size, (255, 255, 255))
+    nearest = ndimage.distance_transform_edt(transparent, return_distances=False, return_indices=True)
+    return Image.fromarray(np.asarray(rgb)[tuple(nearest)])
 
 
 def _cut_along(image: Image.Image, alpha: Image.Image, outline: np.ndarray, to_photo: tuple[float, float]) -> Cutout:
