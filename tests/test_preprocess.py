@@ -588,6 +588,22 @@ def test_a_photo_cropped_to_an_ellipse_is_cut_out_as_a_photo():
     assert iou(cut.tile > 40, reference.tile > 40) > 0.85
 
 
+def test_a_garment_cut_out_tight_to_its_edges_is_cut_along_its_outline():
+    """Apps that lift a garment from its photo crop it to its edges: the garment then spans the picture, and a convex
+    one (an A-line dress) fills all its convex hull, yet it is no photo cropped to an ellipse, and is cut along its
+    outline."""
+    size = (240, 300)
+    shape = Image.new("L", size, 0)
+    ImageDraw.Draw(shape).polygon([(60, 0), (179, 0), (239, 299), (0, 299)], fill=255)
+    dress = Image.new("RGBA", size, (0, 0, 0, 0))
+    dress.paste((70, 60, 50, 255), mask=shape)
+    dress.paste((170, 160, 150, 255), (0, 140, 240, 180), mask=shape.crop((0, 140, 240, 180)))
+    cut = cut_out(dress)
+    expected = np.asarray(shape.resize((22, 28), Image.Resampling.BOX)) > 127
+    assert cut.segmented and iou(cut.tile[:, 3:25] > 20, expected) > 0.9
+    assert cut.tile[14:17, 8:20].mean() < cut.tile[5:11, 8:20].mean() - 40, "negated: the light band is the dim part"
+
+
 def test_a_white_cut_away_garment_with_a_logo_is_shown_by_its_outline_and_the_logo():
     """Mostly flat white, negated to nothing but for a small dark logo: the tile is the outline, mid-grey, with the
     logo on top, not the logo alone stretched to fill the frame."""

@@ -54,7 +54,7 @@ BLANK_RESIDUAL = 20.0
 # whose grey levels stay below FLAT (flat white, negated to nothing) has no detail to stretch, and its outline is drawn
 MAX_STRETCH = 64.0
 FLAT = 255.0 / MAX_STRETCH
-MIN_SOLIDITY = 0.9  # the least share of its convex hull a photo cropped to a shape fills (`_cropped_photo`)
+MIN_ELLIPSE_IOU = 0.9  # how near a photo cropped to an ellipse is to it (intersection over union, `_cropped_photo`)
 COLOURED = 40  # the spread of a pixel's R, G and B above which a dark picture is a photo in colour, not a black tile
 BLANK = "No garment could be told apart from the background in this picture: it looks blank."
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
@@ -467,16 +467,13 @@ def _outline(alpha: Image.Image, size: tuple[int, int]) -> np.ndarray | None:
 
 
 def _cropped_photo(mask: np.ndarray) -> bool:
-    """Whether an opaque part is a photo cropped to a circle, an ellipse or a rounded frame, not a garment: it spans the
-    picture both ways and is nearly convex (a garment's sleeves, legs and neckline leave room in its convex hull)."""
-    from scipy.spatial import ConvexHull
-
-    rows, cols = _bounds(mask)
-    if rows.stop - rows.start < mask.shape[0] - 2 or cols.stop - cols.start < mask.shape[1] - 2:
-        return False
-    ys, xs = np.nonzero(mask)
-    corners = (np.column_stack([xs, ys])[:, None, :] + np.array([[0, 0], [1, 0], [0, 1], [1, 1]])).reshape(-1, 2)
-    return float(mask.sum()) > MIN_SOLIDITY * ConvexHull(corners).volume
+    """Whether an opaque part is a photo cropped to a circle or an ellipse (as apps crop pictures), not a garment: it is
+    near enough the ellipse the picture's frame inscribes. A garment cut out tight to its edges spans the picture too,
+    but no garment is that ellipse."""
+    h, w = mask.shape
+    rows, cols = np.ogrid[:h, :w]
+    ellipse = ((rows + 0.5) / h * 2 - 1) ** 2 + ((cols + 0.5) / w * 2 - 1) ** 2 <= 1
+    return float((mask & ellipse).sum()) > MIN_ELLIPSE_IOU * float((mask | ellipse).sum())
 
 
 def _filled(image: Image.Image, alpha: Image.Image, size: tuple[int, int]) -> Image.Image:
