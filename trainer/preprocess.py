@@ -123,9 +123,9 @@ def open_image(source: str | Path | bytes | BinaryIO, max_side: int | None = Non
         pass
     if max_side and min(img.size) >= 2 * max_side:
         img = _reduce(img, min(img.size) // max_side)
-    alpha = _alpha(img)
-    if alpha is not None and alpha.getextrema()[0] < 255:
-        return img.convert("RGBA")
+    rgba = _rgba(img)
+    if rgba is not None and rgba.getchannel("A").getextrema()[0] < 255:
+        return rgba
     return to_rgb(img, sixteen_bit=sixteen_bit)
 
 
@@ -175,12 +175,12 @@ def _read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
     return data
 
 
-def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: tuple[float, ...] | float | None = None) -> Image.Image:
+def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: float | None = None) -> Image.Image:
     """Any Pillow mode to RGB uint8 without losing meaning.
 
     16-bit grey is scaled by 1/257 (Pillow's own conversion would clip everything above 255 to
-    white); float images in [0, 1] are scaled to [0, 255]; transparency is composited onto `under`,
-    by default the colour that keeps it background: black under a light cut-out, white under a dark one.
+    white); float images in [0, 1] are scaled to [0, 255]; transparency is composited onto the grey
+    `under`, by default the one that keeps it background: black under a light cut-out, white under a dark one.
     """
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:  # a PNG's colour key (tRNS) is transparency too
@@ -196,12 +196,9 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: tuple[fl
             a = a * (255.0 / a.max())
         grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
-    try:
-        if not _has_alpha(img):
-            return img.convert("RGB")
-        rgba = img.convert("RGBA")
-    except (ValueError, OSError):
-        raise ImageError(f"The image uses a colour format ({mode}) that cannot be converted to RGB.") from None
+    rgba = _rgba(img)
+    if rgba is None:
+        return _convert(img, "RGB")
     rgb, alpha = rgba.convert("RGB"), rgba.getchannel("A")
     if alpha.getextrema()[1] == 0:  # entirely transparent: nothing to show; composite onto white
         return Image.new("RGB", img.size, (255, 255, 255))
@@ -209,22 +206,24 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: tuple[fl
         weights = np.asarray(alpha, dtype=np.float32)
         luma = float((np.asarray(rgb.convert("L"), dtype=np.float32) * weights).sum() / weights.sum())
         under = 0.0 if luma > 127.5 else 255.0
-    out = Image.new("RGB", img.size, tuple(round(float(v)) for v in np.broadcast_to(np.asarray(under), 3)))
+    out = Image.new("RGB", img.size, (round(under),) * 3)
     out.paste(rgb, mask=alpha)  # in Pillow's integer arithmetic: a tenth of the time of a float composite
     return out
 
 
-def _has_alpha(img: Image.Image) -> bool:
-    """Whether the image has an alpha band or a colour key (a PNG's tRNS)."""
-    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-
-
-def _alpha(img: Image.Image) -> Image.Image | None:
-    """The image's alpha channel ("L"), or None if it has none (a 16-bit or float grey image's colour key is not read)."""
-    if img.mode.startswith("I") or img.mode == "F" or not _has_alpha(img):
+def _rgba(img: Image.Image) -> Image.Image | None:
+    """The image as RGBA (itself if it is) when it has an alpha band or a colour key (a PNG's tRNS), else None; a 16-bit
+    or float grey image's colour key is not read."""
+    if img.mode.startswith("I") or img.mode == "F":
         return None
+    if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in img.info:
+        return None
+    return img if img.mode == "RGBA" else _convert(img, "RGBA")
+
+
+def _convert(img: Image.Image, mode: str) -> Image.Image:
     try:
-        return img.convert("RGBA").getchannel("A")
+        return img.convert(mode)
     except (ValueError, OSError):
         raise ImageError(f"The image uses a colour format ({img.mode}) that cannot be converted to RGB.") from None
 
@@ -278,16 +277,16 @@ def cut_out(image: Image.Image) -> Cutout:
     scale = min(1.0, WORK_SIDE / max(width, height))  # everything below runs on at most 192x192
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     to_photo = (width / size[0], height / size[1])
-    alpha = _alpha(image)
-    if alpha is None:
+    rgba = _rgba(image)
+    if rgba is None:
         rgb = to_rgb(image)
     elif image.size == (SIZE, SIZE):  # a tile, its black keyed transparent: back on black, it passes through as one
-        rgb = to_rgb(image, under=0.0)
+        rgb = to_rgb(rgba, under=0.0)
     else:
-        outline = _outline(alpha, size)
+        outline = _outline(rgba.getchannel("A"), size)
         if outline is not None:
-            return _cut_along(image, alpha, outline, to_photo)
-        rgb = _filled(image, alpha, size)  # transparent corners or frame: the photo's own background, continued
+            return _cut_along(rgba, outline, to_photo)
+        rgb = _filled(rgba, size)  # transparent corners or frame: the photo's own background, continued
     # integer pre-reduction (reducing_gap): 2x faster on 12 MP
     work = rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0) if rgb.size != size else rgb
     if _has_dark_border(work) and not _coloured(work):  # a tile is grey; a garment in colour on black is a photo
@@ -476,13 +475,13 @@ def _cropped_photo(mask: np.ndarray) -> bool:
     return float((mask & ellipse).sum()) > MIN_ELLIPSE_IOU * float((mask | ellipse).sum())
 
 
-def _filled(image: Image.Image, alpha: Image.Image, size: tuple[int, int]) -> Image.Image:
+def _filled(rgba: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The picture at `size`, each transparent pixel given the colour of the nearest opaque one: what lies round a
     photo's transparent corners or frame is its own background, continued (a picture with next to nothing opaque
     becomes that, and blank)."""
     from scipy import ndimage
 
-    rgb = image.convert("RGB")
+    rgb, alpha = rgba.convert("RGB"), rgba.getchannel("A")
     if rgb.size != size:
         rgb, alpha = (band.resize(size, Image.Resampling.BOX, reducing_gap=2.0) for band in (rgb, alpha))
     transparent = np.asarray(alpha) < 128
@@ -492,12 +491,11 @@ def _filled(image: Image.Image, alpha: Image.Image, size: tuple[int, int]) -> Im
     return Image.fromarray(np.asarray(rgb)[tuple(nearest)])
 
 
-def _cut_along(image: Image.Image, alpha: Image.Image, outline: np.ndarray, to_photo: tuple[float, float]) -> Cutout:
+def _cut_along(rgba: Image.Image, outline: np.ndarray, to_photo: tuple[float, float]) -> Cutout:
     """A garment whose background was cut away: its outline is known, and it is taken as a product photographed on
     white, its luminance negated as the paper did (which keeps a light garment dim, as `_tone` does, and its edges
     fading to the background); the tighter cut-out is the same."""
-    on_white = Image.new("RGB", image.size, (255, 255, 255))
-    on_white.paste(image.convert("RGB"), mask=alpha)
+    on_white = to_rgb(rgba, under=255.0)
     size = outline.shape[::-1]
     if on_white.size != size:
         on_white = on_white.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
