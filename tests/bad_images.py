@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from benchmarks.photo_like import make_photo_like
 
@@ -107,11 +107,26 @@ def palette_png_transparency() -> bytes:
     return as_bytes(img, "PNG", transparency=0)
 
 
+def garment_alone(grey: int, band: int | None = None, hidden: tuple[int, int, int] = (0, 0, 0), feather: float = 0.0,
+                  opacity: int = 255, size: tuple[int, int] = CUTOUT_SIZE, box: tuple[int, int, int, int] = CUTOUT_BOX) -> Image.Image:
+    """A garment of `grey` alone, its background cut away (transparent pixels of colour `hidden`), as background-removal
+    apps leave one: edges softened by `feather` pixels, the garment `opacity` opaque, with an opaque band of grey `band`
+    across its middle."""
+    mask = garment_mask(size, box)
+    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(feather)) if feather else mask, dtype=np.float32) * opacity / 255
+    colour = np.zeros((size[1], size[0], 3), np.float32) + np.array(hidden, np.float32)
+    colour[alpha > 0] = grey
+    if band is not None:
+        rows = slice(box[1] + (box[3] - box[1]) // 2, box[1] + (box[3] - box[1]) // 2 + (box[3] - box[1]) // 6)
+        inside = np.asarray(mask)[rows] > 0
+        colour[rows][inside] = band
+        alpha[rows][inside] = 255
+    return Image.fromarray(np.clip(np.rint(np.dstack([colour, alpha])), 0, 255).astype(np.uint8), "RGBA")
+
+
 def alpha_cutout(grey: int = 50, mode: str = "RGBA") -> bytes:
-    """A garment of the given grey with the background cut away (alpha 0), as background-removal apps save it."""
-    img = Image.new("RGBA", CUTOUT_SIZE, (grey, grey, grey, 0))
-    img.putalpha(garment_mask(CUTOUT_SIZE, CUTOUT_BOX))
-    return as_bytes(img.convert(mode), "PNG")
+    """`garment_alone` as a PNG of `mode`, the garment's own grey hidden under its transparent pixels."""
+    return as_bytes(garment_alone(grey, hidden=(grey, grey, grey)).convert(mode), "PNG")
 
 
 def animated_gif() -> bytes:

@@ -15,13 +15,13 @@ from tests.bad_images import (
     BAD_INPUTS,
     CMYK_BOX,
     CUTOUT_BOX,
-    CUTOUT_SIZE,
     LONG_NAME,
     PALETTE_BOX,
     alpha_cutout,
     animated_gif,
     as_bytes,
     cmyk_jpeg,
+    garment_alone,
     garment_mask,
     palette_png_transparency,
     photo,
@@ -479,23 +479,6 @@ def test_palette_png_with_transparency():
     out = open_image(palette_png_transparency())
     assert out.mode == "RGBA" and np.asarray(to_rgb(out))[2, 2].min() == 255, "transparent pixels must become background, not black"
     assert iou(to_fashion_mnist(out) > 60, expected_tile(PALETTE_BOX)) > 0.75
-
-
-def garment_alone(grey: int, band: int | None = None, hidden: tuple[int, int, int] = (0, 0, 0), feather: float = 0.0,
-                  opacity: int = 255, size: tuple[int, int] = CUTOUT_SIZE, box: tuple[int, int, int, int] = CUTOUT_BOX) -> Image.Image:
-    """A garment of `grey` alone, its background cut away (transparent pixels of colour `hidden`), as background-removal
-    apps leave one: edges softened by `feather` pixels, the garment `opacity` opaque, with an opaque band of grey `band`
-    across its middle."""
-    mask = garment_mask(size, box)
-    alpha = np.asarray(mask.filter(ImageFilter.GaussianBlur(feather)) if feather else mask, dtype=np.float32) * opacity / 255
-    colour = np.zeros((size[1], size[0], 3), np.float32) + np.array(hidden, np.float32)
-    colour[alpha > 0] = grey
-    if band is not None:
-        rows = slice(box[1] + (box[3] - box[1]) // 2, box[1] + (box[3] - box[1]) // 2 + (box[3] - box[1]) // 6)
-        inside = np.asarray(mask)[rows] > 0
-        colour[rows][inside] = band
-        alpha[rows][inside] = 255
-    return Image.fromarray(np.clip(np.rint(np.dstack([colour, alpha])), 0, 255).astype(np.uint8), "RGBA")
 
 
 def band_contrast(tile: np.ndarray, box: tuple[int, int, int, int] = CUTOUT_BOX) -> float:
