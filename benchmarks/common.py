@@ -5,17 +5,12 @@ Kept in one place so every command reports the machine, runs children and writes
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import torch
-
 from trainer.config import DataConfig
-from trainer.engines import cpu_has_bf16
 from trainer.errors import UserError, fail
 
 if TYPE_CHECKING:
@@ -84,25 +79,6 @@ def entry(main: Callable[[], int]) -> None:
 def data_root() -> str:
     """The same data folder the trainer uses: $FASHION_MNIST_ROOT, else ./data."""
     return DataConfig().root
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on: they mean little without it."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "cpu_bf16": cpu_has_bf16(),  # "AMD EPYC" names CPUs with and without it; configs/wide.yaml trains 2x slower without
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
 
 def describe_machine(info: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@
 The checkpoint defaults to the newest runs/*/model.pt; with --quick and none there, a quick model is trained first.
 
 DIR/demo_latency.json:
-  machine            dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (benchmarks.common.machine)
+  machine            dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (trainer.machine.machine)
   quick              bool
   checkpoint         str
   images             int: photo-like images (balanced over the 10 classes)
@@ -48,12 +48,13 @@ import torch  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    QUICK_CONFIG, ROOT, data_root, entry, machine, new_figure, parse, parser, peak_rss_mb, report_results, run_python,
+    QUICK_CONFIG, ROOT, data_root, entry, new_figure, parse, parser, peak_rss_mb, report_results, run_python,
     save_figure, table, verdict,
 )
 from benchmarks.photo_like import build_benchmark  # noqa: E402
 from tests.servers import demo_client, demo_server  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
+from trainer.machine import machine  # noqa: E402
 from trainer.explain import explain_file  # noqa: E402
 from trainer.predict import MODEL_ENV, Classifier, resolve_model_path  # noqa: E402
 

@@ -12,7 +12,7 @@ $FASHION_MNIST_ROOT/realphotos), explaining the model's top class:
 - a contact sheet, DIR/explain_methods.png: for one photo per class, the photo, its tile and every method's map.
 
 DIR/explain_methods.json:
-  machine     dict (benchmarks.common.machine)
+  machine     dict (trainer.machine.machine)
   quick       bool
   photos      int: photos timed and scored
   models      {checkpoint: {"arch": str, "methods": {method: {"median_ms", "p95_ms", "median_cpu_ms", "deletion_drop",
@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import data_root, entry, fmt, machine, parse, parser, report_results, table
+from benchmarks.common import data_root, entry, fmt, parse, parser, report_results, table
 from trainer.attribution import METHODS, attribute_views
 from trainer.errors import UserError
 from trainer.heatmap import overlay
+from trainer.machine import machine
 from trainer.photos import read_manifest
 from trainer.predict import DECODE_SIDE, Classifier, resolve_model_path
 from trainer.preprocess import ImageError, normalise_tile, open_image, to_fashion_mnist, to_rgb

@@ -39,8 +39,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from benchmarks.common import data_root, entry, fmt, machine, parse, parser, report_results, table, verdict
+from benchmarks.common import data_root, entry, fmt, parse, parser, report_results, table, verdict
 from trainer.data import CLASS_NAMES, FOOTWEAR
+from trainer.machine import machine
 from trainer.photos import classify_cuts, cut_all, default_folder, read_manifest, summarise
 from trainer.predict import Classifier, resolve_model_path
 

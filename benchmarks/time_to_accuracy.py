@@ -14,7 +14,7 @@
 Test time is left out of both training clocks. 84% is the tutorial's one-epoch level.
 
 DIR/time_to_accuracy.json:
-  machine            dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (benchmarks.common.machine)
+  machine            dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (trainer.machine.machine)
   quick              bool
   trainer            {"config": str, "seeds": [int],
                       "runs": [{"seed": int, "curve": [[seconds, test accuracy], ...] (10 an epoch),
@@ -48,11 +48,12 @@ from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
 from benchmarks.common import (
-    QUICK_CONFIG, ROOT, at_least, data_root, entry, fmt, machine, new_figure, parse, parser, report_results, save_figure,
+    QUICK_CONFIG, ROOT, at_least, data_root, entry, fmt, new_figure, parse, parser, report_results, save_figure,
     table, verdict,
 )
 from benchmarks.timed_run import measure
 from trainer.config import DEFAULT_CONFIG, MAX_SEED
+from trainer.machine import machine
 from trainer.model import LeNet5
 
 THRESHOLDS = {"seconds_to_84": 0.84, "seconds_to_90": 0.90}

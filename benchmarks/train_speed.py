@@ -15,7 +15,7 @@ calibration and the export, but not the classifying of the real photos that a de
 beside the data (data.measure_photos=false), which would make the views' share of a run depend on the photos.
 
 DIR/train_speed.json:
-  machine           dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (benchmarks.common.machine)
+  machine           dict: cpu, cores, torch_threads, cuda, cpu_bf16, python, torch (trainer.machine.machine)
   quick             bool
   epochs            int: epochs per trainer run, the first a warm-up
   repeats           int
@@ -48,10 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    at_least, entry, fmt, machine, new_figure, parse, parser, report_results, save_figure, table, verdict,
+    at_least, entry, fmt, new_figure, parse, parser, report_results, save_figure, table, verdict,
 )
 from benchmarks.timed_run import measure
 from trainer.config import DEFAULT_CONFIG, load_config
+from trainer.machine import machine
 
 TARGET_VS_LIMIT, TARGET_TB_RATIO = 0.85, 1.05  # issue #14: 0.85 with the photo-robust augmentations on
 TARGET_PEAK_MB = 1536  # a training run's peak memory stays under 1.5 GB

@@ -268,6 +268,23 @@ def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_p
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_run_records_the_threads_it_summed_with(tmp_path, threads):
+    """The same seed repeats to the digit only with the same threads (a thread count sums in its own order): the run
+    says in its first line how many it used, and metrics.json keeps them beside the processor and torch."""
+    data = write_idx(tmp_path / "data")
+    result = run_trainer(
+        f"output.root={tmp_path}", "run.name=threads", f"data.root={data}", "data.val_size=100", "train.max_epochs=1",
+        "tensorboard.enabled=false", env={"OMP_NUM_THREADS": threads},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    plural = "s" if threads != "1" else ""
+    assert f"Training lenet5 on cpu ({threads} thread{plural}) for 1 epochs" in result.stderr, result.stderr[-3000:]
+    machine = read_metrics(tmp_path / "threads")["machine"]
+    assert machine["torch_threads"] == int(threads)
+    assert machine["torch"] == torch.__version__ and machine["cpu"] and machine["cores"] == os.cpu_count()
+
+
 def test_a_run_that_diverges_closes_its_tensorboard_writer(tmp_path):
     """A study goes on after a diverged trial in the same process: the trial's event-file writer and its thread must
     not outlive it."""

@@ -38,6 +38,7 @@ from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, c
 from trainer.errors import UserError, fail
 from trainer.export import save_model_file
 from trainer.handlers.interrupt import GracefulStop
+from trainer.machine import machine
 from trainer.model import build_model
 from trainer.photos import MANIFEST, classify_all, default_folder, read_manifest, summarise
 from trainer.predict import Classifier
@@ -279,7 +280,11 @@ def training(
             if rank == 0 and continues_in(cfg.resume, run_dir):
                 write_config(cfg, run_dir)
             logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
-        logger.info(f"Training {cfg.model.name} on {device} for {cfg.train.max_epochs} epochs; run directory {run_dir}")
+        threads = torch.get_num_threads()
+        logger.info(
+            f"Training {cfg.model.name} on {device} ({threads} thread{'s' * (threads > 1)}) for {cfg.train.max_epochs} epochs; "
+            f"run directory {run_dir}"
+        )
         started = time.perf_counter()
         # a run that early stopping ended is finished too: resumed to finish its export, it trains no more
         stopped_early = "early_stopping" in to_save and to_save["early_stopping"].counter >= cfg.train.early_stopping_patience
@@ -390,6 +395,7 @@ def finish_run(
         "best_epoch": best_epoch,
         "epochs_run": trainer.state.epoch,
         "train_seconds": round(train_seconds, 2),
+        "machine": machine(),  # a seed's figures repeat to the digit only on the same processor, torch and threads
     }
     bare = unwrap(model)
     calibration = calibrate(bare, splits.val, splits.test, cfg.calibration.photo_factor)
