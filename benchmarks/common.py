@@ -1,6 +1,8 @@
-"""What the benchmark commands share: their command line, machine facts, subprocesses, JSON, tables and figures.
+"""What the benchmark commands share: their command line, the machine's description, subprocesses, JSON, tables and
+figures.
 
-Kept in one place so every command reports the machine, runs children and writes its results the same way.
+Kept in one place so every command describes the machine (`trainer.machine` says what it is), runs children and
+writes its results the same way.
 """
 
 import argparse

@@ -54,8 +54,8 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.photo_like import build_benchmark  # noqa: E402
 from tests.servers import demo_client, demo_server  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
-from trainer.machine import machine  # noqa: E402
 from trainer.explain import explain_file  # noqa: E402
+from trainer.machine import machine  # noqa: E402
 from trainer.predict import MODEL_ENV, Classifier, resolve_model_path  # noqa: E402
 
 TARGET_IN_PROCESS_MS, TARGET_HTTP_MS, TARGET_EXPLAIN_MS = 15, 100, 50  # issue #14: 15 ms with the test-time views
