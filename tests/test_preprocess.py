@@ -558,8 +558,8 @@ def test_a_small_garment_alone_on_a_large_transparent_picture_is_cut_along_its_o
 
 
 def test_a_photo_cropped_to_an_ellipse_is_cut_out_as_a_photo():
-    """A photo cropped to an ellipse (transparent round it) is no garment's outline: it spans the picture and is
-    convex, so its own background, continued into the corners, is cut away as a photo's is."""
+    """A photo cropped to an ellipse (transparent round it) is no garment's outline: it is near the ellipse its frame
+    inscribes, so its own background, continued into the corners, is cut away as a photo's is."""
     opaque = Image.new("RGB", (400, 500), (226, 211, 182))
     opaque.paste((40, 45, 60), mask=garment_mask(opaque.size, (110, 120, 290, 380)))
     frame = Image.new("L", opaque.size, 0)
