@@ -622,6 +622,26 @@ def test_a_colour_keyed_png_is_cut_out_as_its_alpha_version(mode, key, side):
     assert_fashion_mnist_like(to_fashion_mnist(out))
 
 
+@pytest.mark.parametrize("side", [200, 1000])
+def test_a_colour_keyed_sixteen_bit_png_is_cut_out_as_its_alpha_version(side):
+    """A 16-bit grey PNG's colour key is a grey level, which Pillow's conversion to RGBA reads but clips every grey
+    above 255 of 65535 to white: the keyed grey is transparency, and the others are scaled as without a key."""
+    grey = np.zeros((side, side), np.uint16)
+    grey[side // 5 : 4 * side // 5, side // 4 : 3 * side // 4] = 50 * 257
+    grey[side // 2 :, side // 4 : side // 2] = 40 * 257 + 100  # not a multiple of 257: scaled and rounded, not cut
+    alpha = Image.fromarray(np.where(grey == 0, 0, 255).astype(np.uint8), "L")
+    reference = Image.fromarray(np.rint(grey / 257).astype(np.uint8), "L").convert("RGBA")
+    reference.putalpha(alpha)
+    keyed = as_bytes(Image.fromarray(grey), "PNG", transparency=0)
+    with Image.open(io.BytesIO(keyed)) as raw:
+        assert raw.mode == "I;16" and raw.info["transparency"] == 0
+    out, expected = open_image(keyed, max_side=DECODE_SIDE), open_image(as_bytes(reference, "PNG"), max_side=DECODE_SIDE)
+    assert out.mode == expected.mode == "RGBA" and np.array_equal(np.asarray(out), np.asarray(expected))
+    assert np.asarray(to_rgb(out))[2, 2].tolist() == [255] * 3, "the keyed background becomes white under a dark garment"
+    assert np.array_equal(cut_out(out).tile, cut_out(expected).tile)
+    assert_fashion_mnist_like(to_fashion_mnist(out))
+
+
 def test_animated_gif_uses_first_frame():
     out = open_image(animated_gif())
     a = np.asarray(out)

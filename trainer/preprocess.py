@@ -137,9 +137,9 @@ def _reduce(img: Image.Image, factor: int) -> Image.Image:
     """
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
-    elif img.mode in ("L", "RGB") and "transparency" in img.info:  # a colour key: its alpha, before it is averaged away
-        img = img.convert("RGBA")
-    elif img.mode.startswith("I;16"):
+    elif "transparency" in img.info and (img.mode in ("L", "RGB") or img.mode.startswith("I")):
+        img = _rgba(img) or img  # a colour key: its alpha, before it is averaged away
+    if img.mode.startswith("I;16"):
         img = img.convert("I")
     elif img.mode == "1":
         img = img.convert("L")
@@ -212,10 +212,19 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: float | 
 
 
 def _rgba(img: Image.Image) -> Image.Image | None:
-    """The image as RGBA (itself if it is) when it has an alpha band or a colour key (a PNG's tRNS), else None; a 16-bit
-    or float grey image's colour key is not read."""
-    if img.mode.startswith("I") or img.mode == "F":
+    """The image as RGBA (itself if it is) when it has an alpha band or a colour key (a PNG's tRNS), else None.
+
+    Pillow's own conversion of 16-bit grey clips its greys to white: a 16-bit PNG's key (a grey level) is read here,
+    its greys scaled as `to_rgb` scales them."""
+    if img.mode == "F":
         return None
+    if img.mode.startswith("I"):
+        key = img.info.get("transparency")
+        if not isinstance(key, int):
+            return None
+        rgba = to_rgb(img, sixteen_bit=True).convert("RGBA")
+        rgba.putalpha(Image.fromarray(np.where(np.asarray(img) == key, 0, 255).astype(np.uint8), "L"))
+        return rgba
     if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in img.info:
         return None
     return img if img.mode == "RGBA" else _convert(img, "RGBA")
