@@ -61,6 +61,19 @@ def png_with_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def low_bit_grey_png(grey: np.ndarray, depth: int, key: int) -> bytes:
+    """A grey PNG of 1, 2 or 4 bits a pixel with a colour key (tRNS), which Pillow reads but cannot write."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    bits = np.unpackbits(grey.astype(np.uint8)[..., None], axis=-1)[..., 8 - depth :]  # each pixel's low bits
+    rows = b"".join(b"\0" + np.packbits(row.ravel()).tobytes() for row in bits)  # filter type 0, rows padded to bytes
+    height, width = grey.shape
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0))
+            + chunk(b"tRNS", struct.pack(">H", key)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 # --------------------------------------------------------------------------- the builders, one per bad input
 
 CMYK_SIZE, CMYK_BOX = (300, 240), (80, 30, 220, 210)

@@ -1,6 +1,7 @@
 """The demo's photo preprocessing: photo-like inputs, Fashion-MNIST pass-through, and every kind of bad upload."""
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -23,8 +24,10 @@ from tests.bad_images import (
     cmyk_jpeg,
     garment_alone,
     garment_mask,
+    low_bit_grey_png,
     palette_png_transparency,
     photo,
+    photo_jpeg,
     png_with_size,
     shirt_tile,
     sixteen_bit_png,
@@ -406,6 +409,24 @@ def test_missing_file(tmp_path):
     with pytest.raises(ImageError) as exc:
         open_image(tmp_path)
     assert_user_message(exc, "is a folder, not an image file")
+    os.mkfifo(tmp_path / "pipe.png")  # opened, it would wait for a writer that never comes
+    with pytest.raises(ImageError) as exc:
+        open_image(tmp_path / "pipe.png")
+    assert_user_message(exc, "pipe.png is not a regular file")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    """A file the server may not read (tests run as root, which reads anything: the refusal is simulated)."""
+    path = tmp_path / "locked.jpg"
+    path.write_bytes(photo_jpeg())
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(ImageError) as exc:
+        open_image(path)
+    assert_user_message(exc, "the file locked.jpg cannot be read: permission denied.")
 
 
 @pytest.fixture(scope="module")
@@ -640,6 +661,22 @@ def test_a_colour_keyed_sixteen_bit_png_is_cut_out_as_its_alpha_version(side):
     assert np.asarray(to_rgb(out))[2, 2].tolist() == [255] * 3, "the keyed background becomes white under a dark garment"
     assert np.array_equal(cut_out(out).tile, cut_out(expected).tile)
     assert_fashion_mnist_like(to_fashion_mnist(out))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("side", [200, 1001])
+def test_a_colour_keyed_low_bit_png_is_cut_out_as_its_eight_bit_version(depth, side):
+    """A grey PNG of 1, 2 or 4 bits whose white is a colour key, small and large (decoded reduced, its edges off the
+    reduction's grid): the same picture as one keyed at 8 bits. Pillow keeps a 2- or 4-bit key as stored (3 or 15)
+    while it scales the pixels to 255, and a 1-bit picture was reduced before its key was read (a grey halo)."""
+    garment = np.zeros((side, side), bool)
+    garment[side // 5 + 1 : 4 * side // 5, side // 4 + 1 : 3 * side // 4] = True
+    white = 2**depth - 1
+    keyed = low_bit_grey_png(np.where(garment, 0, white), depth, key=white)
+    eight_bit = as_bytes(Image.fromarray(np.where(garment, 0, 255).astype(np.uint8), "L"), "PNG", transparency=255)
+    out, expected = open_image(keyed, max_side=DECODE_SIDE), open_image(eight_bit, max_side=DECODE_SIDE)
+    assert out.mode == expected.mode == "RGBA" and np.array_equal(np.asarray(out), np.asarray(expected))
+    assert np.asarray(out)[2, 2, 3] == 0, "the keyed white is transparent"
 
 
 def test_animated_gif_uses_first_frame():

@@ -60,6 +60,7 @@ BLANK = "No garment could be told apart from the background in this picture: it 
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' MPO files
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)  # pixels touching diagonally are one garment
+_GREY16 = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)  # 16-bit grey to 8, rounded as to_rgb rounds
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, what Pillow's "L" uses
 
 
@@ -117,19 +118,31 @@ def open_image(source: str | Path | bytes | BinaryIO, max_side: int | None = Non
     except Exception:
         raise ImageError("The image is damaged and its pixels cannot be decoded.") from None
     sixteen_bit = img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
+    _scale_low_bit_key(img, data)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a malformed EXIF block should not cost the user their upload
         pass
     if max_side and min(img.size) >= 2 * max_side:
-        img = _reduce(img, min(img.size) // max_side)
-    rgba = _rgba(img)
+        img = _reduce(img, min(img.size) // max_side, sixteen_bit)
+    rgba = _rgba(img, sixteen_bit)
     if rgba is not None and rgba.getchannel("A").getextrema()[0] < 255:
         return rgba
     return to_rgb(img, sixteen_bit=sixteen_bit)
 
 
-def _reduce(img: Image.Image, factor: int) -> Image.Image:
+def _scale_low_bit_key(img: Image.Image, data: bytes) -> None:
+    """A 2- or 4-bit grey PNG's colour key on Pillow's 0-255 scale: Pillow scales its pixels up to 8 bits but keeps
+    the key as stored (3, not 255), so no pixel would match it."""
+    key = img.info.get("transparency")
+    if img.format != "PNG" or img.mode != "L" or not isinstance(key, int):
+        return
+    depth, colour_type = data[24], data[25]  # after the signature and IHDR's length, type, width and height
+    if colour_type == 0 and depth in (2, 4):
+        img.info["transparency"] = key * 255 // (2**depth - 1)
+
+
+def _reduce(img: Image.Image, factor: int, sixteen_bit: bool = False) -> Image.Image:
     """Average `factor` x `factor` blocks, in a mode where averaging keeps the meaning of the pixels.
 
     Palette indices cannot be averaged (to RGB or RGBA first), 16-bit grey has no reducer (to 32-bit
@@ -137,8 +150,8 @@ def _reduce(img: Image.Image, factor: int) -> Image.Image:
     """
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
-    elif "transparency" in img.info and (img.mode in ("L", "RGB") or img.mode.startswith("I")):
-        img = _rgba(img) or img  # a colour key: its alpha, before it is averaged away
+    elif "transparency" in img.info and (img.mode in ("1", "L", "RGB") or img.mode.startswith("I")):
+        img = _rgba(img, sixteen_bit) or img  # a colour key: its alpha, before it is averaged away
     if img.mode.startswith("I;16"):
         img = img.convert("I")
     elif img.mode == "1":
@@ -163,11 +176,16 @@ def _read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
         path = Path(source)
         if path.is_dir():
             raise ImageError(f"{path.name} is a folder, not an image file.")
-        if not path.is_file():
+        if not path.exists():
             raise ImageError(f"The file {path.name} does not exist.")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; please upload a smaller image.")
-        data = path.read_bytes()
+        if not path.is_file():  # a device or a pipe, which could block or never end
+            raise ImageError(f"{path.name} is not a regular file, so it cannot be read as an image.")
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ImageError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; please upload a smaller image.")
+            data = path.read_bytes()
+        except OSError as exc:  # no permission to read it, or a disk that fails
+            raise ImageError(f"The file {path.name} cannot be read: {exc.strerror or exc}.") from None
     else:
         data = source.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
@@ -211,20 +229,27 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: float | 
     return out
 
 
-def _rgba(img: Image.Image) -> Image.Image | None:
+def _rgba(img: Image.Image, sixteen_bit: bool | None = None) -> Image.Image | None:
     """The image as RGBA (itself if it is) when it has an alpha band or a colour key (a PNG's tRNS), else None.
 
     Pillow's own conversion of 16-bit grey clips its greys to white: a 16-bit PNG's key (a grey level) is read here,
-    its greys scaled as `to_rgb` scales them."""
+    its greys scaled as `to_rgb` scales them, through a table rather than in floats (a 40 MP upload then costs about
+    380 MB, not 1 GB)."""
     if img.mode == "F":
         return None
     if img.mode.startswith("I"):
         key = img.info.get("transparency")
         if not isinstance(key, int):
             return None
-        rgba = to_rgb(img, sixteen_bit=True).convert("RGBA")
-        rgba.putalpha(Image.fromarray(np.where(np.asarray(img) == key, 0, 255).astype(np.uint8), "L"))
-        return rgba
+        a = np.asarray(img)
+        if sixteen_bit or img.mode.startswith("I;16") or (a.size and a.max() > 255):
+            grey = _GREY16[a if a.dtype == np.uint16 else np.clip(a, 0, 65535)]
+        else:
+            grey = np.clip(a, 0, 255).astype(np.uint8)
+        opaque = (a != key).view(np.uint8)
+        opaque *= 255
+        grey_image = Image.fromarray(grey, "L")
+        return Image.merge("RGBA", (grey_image, grey_image, grey_image, Image.fromarray(opaque, "L")))
     if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in img.info:
         return None
     return img if img.mode == "RGBA" else _convert(img, "RGBA")
