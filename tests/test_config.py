@@ -70,6 +70,8 @@ def assert_refused(result, message: str) -> None:
         (["model.kwargs.conv1=0"], "conv1 must be a whole number of channels, at least 1 (got 0)"),
         (["train.lr=${nope}"], "Interpolation key 'nope' not found"),
         (["model.kwargs=[1]"], "a list given where a mapping belongs"),
+        (["train.augment.scale=[0.8, 1.1"], "override 'train.augment.scale=[0.8, 1.1' is not a valid YAML value (did not find"),
+        (["train.lr=*x"], "is not a valid YAML value (found undefined alias)"),
         (["model.kwargs.dropout=1.0"], "dropout must be a share of at least 0 and below 1 (got 1.0)"),
         (["model.kwargs.num_classes=5"], "model.kwargs.num_classes is the trainer's to set"),
         (["model.kwargs.conv1_padding=true"], "conv1_padding must be 0-2 (got True)"),

@@ -6,6 +6,7 @@ epoch; each test resumes a copy of it.
 
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import DATA_ROOT, ROOT, accumulate, read_metrics, run_trainer
+from trainer.training import resume_command
 
 SMALL = ["data.val_size=54000", "tensorboard.enabled=false"]
 
@@ -143,3 +145,24 @@ def test_a_start_that_ends_before_its_first_checkpoint_leaves_no_run_behind(tmp_
     refused = run_trainer(f"output.root={tmp_path}", f"data.root={tmp_path / 'nothing'}", "data.download=false")
     assert refused.returncode == 2 and "is missing" in refused.stderr, refused.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == [], "neither start left its directory"
+
+
+def test_a_run_with_dropout_resumed_in_mid_epoch_ends_as_an_uninterrupted_one(tmp_path):
+    """Dropout draws its masks from torch's random state, which each epoch seeds afresh: the checkpoint keeps the
+    state, so the rest of an epoch resumed halfway draws the masks the uninterrupted run drew, to the bit."""
+    dropout = [*SMALL, "model.kwargs.dropout=0.5"]
+    straight = run_trainer(f"output.root={tmp_path}", "run.name=straight", *dropout)
+    stopped = run_trainer(f"output.root={tmp_path}", "run.name=cut", *dropout, module="tests.signalled", env={"SIGNAL_AT": "60"})
+    assert straight.returncode == 0 and stopped.returncode == 130, stopped.stderr[-2000:]
+    resumed = run_trainer(f"resume={last_checkpoint(tmp_path / 'cut')}", config=str(tmp_path / "cut" / "config.yaml"))
+    assert resumed.returncode == 0 and "after iteration 60 of 92" in resumed.stderr, resumed.stderr[-2000:]
+    first, second = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "cut")
+    assert (first["val_loss"], first["test_loss"]) == (second["val_loss"], second["test_loss"])
+
+
+def test_the_resume_command_survives_a_run_name_with_spaces():
+    """`run.name` may hold spaces: the command printed must paste into a shell as the same arguments."""
+    run_dir = Path("/runs/stop me")
+    checkpoint = run_dir / "checkpoints" / "last_checkpoint_5.pt"
+    command = shlex.split(resume_command(run_dir, checkpoint))
+    assert command == ["python", "-m", "trainer.main", "--config", "/runs/stop me/config.yaml", f"resume={checkpoint}"]

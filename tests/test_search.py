@@ -181,6 +181,7 @@ def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
         ("space:\n  model.kwargs.num_classes: {type: int, low: 5, high: 10}\n", [], "model.kwargs.num_classes is the trainer's to set"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "sqlite:////no/such/folder/study.db"], "cannot open the study storage"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "nosuchdb://user:secret@host/db"], "cannot open the study storage nosuchdb://user:***@host/db"),
+        ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--storage", "nosuchdb://user:se/cret@host/db"], "cannot open the study storage nosuchdb://user:***@host/db"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--trials", "0"], "--trials must be at least 1"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--study", "s" * 101], "--study must be a plain folder name of at most 100"),
         ("space:\n  train.augment.scale: {type: categorical, choices: [[0.9, 1.1], [1.0, 1.0]]}\n", [], "choices must each be a number"),
@@ -383,3 +384,13 @@ def test_best_yaml_names_no_machine_s_folder_even_for_a_trial_stored_with_one(tm
     written = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert {"root", "photos"}.isdisjoint(written["data"]) and written["train"] == recipe["train"]
     assert load_config(tmp_path / "best.yaml").data.photos is None, "the trainer's own default: this machine's photos"
+
+
+def test_a_trial_the_pruner_would_stop_at_its_last_epoch_is_complete(tiny, tmp_path, capsys):
+    """It has trained every epoch: nothing is left to save by stopping it, so it counts among the complete trials
+    (the best trial, TPE's model) however far below the pruner's threshold it ends."""
+    space = tmp_path / "space.yaml"
+    space.write_text("pruner: {type: threshold, lower: 0.99}\nspace:\n  train.max_epochs: {type: categorical, choices: [1]}\n")
+    code, trials = two_trials_in_this_process(tiny, tmp_path, "last", space, trials=1)
+    out, err = capsys.readouterr()
+    assert code == 0 and [t.state.name for t in trials] == ["COMPLETE"], out + err

@@ -312,3 +312,15 @@ def test_a_run_that_diverges_closes_its_tensorboard_writer(tmp_path):
             signal.signal(sig, handler)
     assert list((tmp_path / "diverged").glob("events.out.tfevents.*")), "the views were on"
     assert writers() <= before
+
+
+def test_a_test_set_without_every_class_exports_an_example_of_each_class_it_has(tmp_path):
+    """A smaller test set than the official one is allowed (`check_raw_files`); one too small to hold all ten classes
+    gives the demo the examples it has, rather than failing after the training with model.pt already written."""
+    data = write_idx(tmp_path / "data", n_test=5)  # classes 0-4
+    result = run_trainer(f"output.root={tmp_path}", "run.name=five", f"data.root={data}", "data.val_size=100",
+                         "train.max_epochs=1", "tensorboard.enabled=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "five" / "examples").iterdir()) == [
+        "0_T-shirt-top.png", "1_Trouser.png", "2_Pullover.png", "3_Dress.png", "4_Coat.png"
+    ]

@@ -5,7 +5,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import ignite.distributed as idist
-from ignite.engine import Engine
+import torch
+from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 
 from trainer.errors import UserError
@@ -16,6 +17,36 @@ REQUIRED_KEYS = ("model", "optimizer", "lr_scheduler", "trainer")
 
 class CheckpointError(UserError):
     pass
+
+
+class RandomState:
+    """Torch's random state, which a checkpoint holds so that a run resumed in mid-epoch draws the rest of that
+    epoch's dropout masks as the uninterrupted run did: each epoch starts from a seed of its own (`create_trainer`),
+    but one resumed halfway would otherwise draw its first half's masks again. (The loader seeds each batch's
+    augmentation itself.) A checkpoint without it (an older one) resumes as before, from the epoch's seed."""
+
+    def __init__(self) -> None:
+        self.resumed: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.resumed = state
+
+    def attach(self, trainer: Engine) -> None:
+        """After the handler that seeds each epoch, so that the resumed state replaces the seed, in mid-epoch only."""
+
+        @trainer.on(Events.EPOCH_STARTED)
+        def continue_draws(engine: Engine) -> None:
+            if self.resumed is not None and engine.state.iteration % engine.state.epoch_length:
+                torch.set_rng_state(self.resumed["cpu"])
+                if "cuda" in self.resumed and torch.cuda.is_initialized():
+                    torch.cuda.set_rng_state(self.resumed["cuda"])
+            self.resumed = None
 
 
 class ReplacingDiskSaver(DiskSaver):

@@ -164,7 +164,11 @@ def apply_override(cfg: DictConfig, item: str) -> DictConfig:
     (YAML reads `run.name=0101` as the number 65), and a mapping given for `model.kwargs` replaces the file's rather
     than merging into it (`model.name=small_cnn model.kwargs={}` drops the default's LeNet-5 arguments)."""
     key, text = item.split("=", 1)
-    given = OmegaConf.from_dotlist([item])
+    try:
+        given = OmegaConf.from_dotlist([item])
+    except yaml.YAMLError as exc:  # the value is read as YAML: `[0.8, 1.1` is an unclosed list, `*x` an alias
+        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+        raise ConfigError(f"override {item!r} is not a valid YAML value ({problem}): close its brackets, or quote it") from None
     value = OmegaConf.select(given, key, throw_on_resolution_failure=False)
     if key in STRING_KEYS and value is not None and not isinstance(value, str):
         OmegaConf.update(given, key, text)

@@ -26,7 +26,8 @@ from ignite.engine import Engine, Events
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 from optuna_integration import PyTorchIgnitePruningHandler
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from torch.utils.tensorboard import SummaryWriter
 
 from trainer.config import DEFAULT_CONFIG, load_config
@@ -161,7 +162,11 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def hide_password(url: str) -> str:
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """As SQLAlchemy reads the URL (a password may hold a "/"); one it cannot read loses all up to its last "@"."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy can read (a bad port, say)
+        return re.sub(r"(//[^:/@]+):.*@", r"\1:***@", url)
 
 
 class PruneByTerminating(PyTorchIgnitePruningHandler):
@@ -185,6 +190,8 @@ class PruneByTerminating(PyTorchIgnitePruningHandler):
         try:
             super().__call__(evaluator)
         except optuna.TrialPruned:
+            if self.trainer.state.epoch >= self.trainer.state.max_epochs:  # it trained every epoch: complete, not pruned
+                return
             self.pruned_at = self.trainer.state.epoch
             self.trainer.terminate()
 

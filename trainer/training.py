@@ -8,6 +8,7 @@ import fcntl
 import gc
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -30,7 +31,7 @@ from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedExc
 from trainer.augment import PhotoAugment
 from trainer.calibration import calibrate
 from trainer.checkpoint import (
-    CheckpointError, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
+    CheckpointError, RandomState, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
 )
 from trainer.config import to_yaml
 from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, grey_image, load_splits
@@ -204,6 +205,8 @@ def export_examples(run_dir: Path, splits: Splits) -> None:
     folder.mkdir(exist_ok=True)
     images, labels = splits.test
     for index, name in enumerate(CLASS_NAMES):
+        if not (labels == index).any():  # a test set smaller than the official one may lack a class
+            continue
         first = int((labels == index).nonzero()[0])
         grey_image(denormalise(images[first])).save(folder / f"{index}_{name.replace('/', '-')}.png")
 
@@ -251,7 +254,9 @@ def training(
             )
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(val_loader))
         evaluator.add_event_handler(Events.COMPLETED, lambda: log_epoch(logger, trainer, evaluator, optimizer))
-        to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
+        random_state = RandomState()
+        random_state.attach(trainer)
+        to_save = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer, "random_state": random_state}
         if ema:
             to_save["ema_model"] = ema.ema_model
         if cfg.train.early_stopping_patience > 0:
@@ -279,7 +284,8 @@ def training(
             adopt_resumed_files(cfg.resume, run_dir / "checkpoints", best, last, trainer.state.iteration)
             if rank == 0 and continues_in(cfg.resume, run_dir):
                 write_config(cfg, run_dir)
-            logger.info(f"Resuming from {cfg.resume} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}")
+            total = cfg.train.max_epochs * len(train_loader)
+            logger.info(f"Resuming from {cfg.resume} after iteration {trainer.state.iteration} of {total}")
         threads = torch.get_num_threads()
         logger.info(
             f"Training {cfg.model.name} on {device} ({threads} thread{'s' * (threads > 1)}) for {cfg.train.max_epochs} epochs; "
@@ -333,7 +339,7 @@ def training(
 def resume_command(run_dir: Path, checkpoint: Path) -> str:
     """The command that resumes this run with as many processes: torchrun's own options are not ours to know."""
     launcher = "torchrun <its options, as before>" if os.environ.get("TORCHELASTIC_RUN_ID") else "python"
-    return f"{launcher} -m trainer.main --config {run_dir / 'config.yaml'} resume={checkpoint}"
+    return f"{launcher} -m trainer.main --config {shlex.quote(str(run_dir / 'config.yaml'))} {shlex.quote(f'resume={checkpoint}')}"
 
 
 def check_resumable(cfg: DictConfig, trainer: Engine, epoch_length: int) -> None:
