@@ -123,6 +123,28 @@ def test_resuming_with_another_max_epochs_is_refused_before_anything_is_written(
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.parametrize("change, was", [("seed=7", "seed=0"), ("data.val_size=53000", "data.val_size=54000")])
+def test_resuming_with_another_split_is_refused_before_anything_is_written(stopped_run, tmp_path, change, was):
+    """The seed and data.val_size choose the images held out for validation: the run's own, from its config.yaml."""
+    run_dir = copy_run(stopped_run[0], tmp_path)
+    before = snapshot(run_dir)
+    result = run_trainer(f"output.root={tmp_path}", f"resume={last_checkpoint(run_dir)}", change, config=str(run_dir / "config.yaml"))
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and f"is of a run with {was}, which chose the images it validates on" in message, message
+    assert snapshot(run_dir) == before
+
+
+def test_a_refused_resume_in_place_writes_no_tensorboard_file(stopped_run, tmp_path):
+    """Refused once the checkpoint is read (it does not fit the network asked for), with the TensorBoard views on."""
+    run_dir = copy_run(stopped_run[0], tmp_path)
+    before = snapshot(run_dir)
+    result = run_trainer(f"output.root={tmp_path}", f"resume={last_checkpoint(run_dir)}", "model.kwargs.conv1=8",
+                         "tensorboard.enabled=true", config=str(run_dir / "config.yaml"))
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "does not fit" in message, message
+    assert snapshot(run_dir) == before
+
+
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_under_its_name(tmp_path):
     """What a run killed while loading its data leaves: its config, an empty checkpoints folder, a first events file."""
     run_dir = tmp_path / "early"
@@ -158,6 +180,7 @@ def test_a_run_with_dropout_resumed_in_mid_epoch_ends_as_an_uninterrupted_one(tm
     assert resumed.returncode == 0 and "after iteration 60 of 92" in resumed.stderr, resumed.stderr[-2000:]
     first, second = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "cut")
     assert (first["val_loss"], first["test_loss"]) == (second["val_loss"], second["test_loss"])
+    assert "\nresume: null\n" in (tmp_path / "cut" / "config.yaml").read_text(), "its recipe, not the checkpoint it resumed"
 
 
 def test_the_resume_command_survives_a_run_name_with_spaces():

@@ -25,7 +25,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, PiecewiseLinear, ProgressBar
 from ignite.utils import manual_seed, setup_logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
 from trainer.augment import PhotoAugment
@@ -33,7 +33,7 @@ from trainer.calibration import calibrate
 from trainer.checkpoint import (
     CheckpointError, RandomState, adopt_resumed_files, continues_in, create_checkpoints, read_checkpoint, restore, run_dir_of,
 )
-from trainer.config import to_yaml
+from trainer.config import read_yaml, to_yaml
 from trainer.data import CLASS_NAMES, EVAL_BATCH_SIZE, FOOTWEAR, MEAN, SLEEVED, STD, InMemoryLoader, Splits, denormalise, grey_image, load_splits
 from trainer.engines import attach_ema, create_evaluator, create_lr_scheduler, create_optimizer, create_trainer, unwrap
 from trainer.errors import UserError, fail
@@ -170,7 +170,11 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
 
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:
-    atomic_replace(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(cfg)))
+    """The run's recipe, which `--config` takes to repeat it, without `resume`: the checkpoint a run resumed from is
+    one its rotation deletes (the log says where it resumed from), and a new run from the recipe starts afresh."""
+    recipe = cfg.copy()
+    recipe.resume = None
+    atomic_replace(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(recipe)))
 
 
 def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> None:
@@ -231,6 +235,7 @@ def training(
     resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
     if resume_from is not None:
         check_same_schedule(cfg, resume_from)
+        check_same_split(cfg)
     run_dir, claim = prepare_run_dir(cfg) if rank == 0 else (Path(cfg.output.root) / cfg.run.name, None)
     views = None
     try:  # the run directory's claim, the TensorBoard writer's thread and file are let go however the run ends
@@ -267,16 +272,7 @@ def training(
         best, last = create_checkpoints(run_dir / "checkpoints", to_save, trainer)
         evaluator.add_event_handler(Events.COMPLETED, best)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
-        if rank == 0 and cfg.tensorboard.enabled:
-            from trainer.handlers.tensorboard import TensorBoardViews
-
-            views = TensorBoardViews(cfg, run_dir, model, tested, loss_fn, splits, CLASS_NAMES)
-            views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
-        stop.attach(trainer)
-        if extend is not None:
-            extend(trainer, evaluator)
-
-        if resume_from is not None:
+        if resume_from is not None:  # before the TensorBoard views, whose writer makes a file: a refused resume writes none
             restore(resume_from, {**to_save, "best_checkpoint": best}, cfg.resume)
             if ema and "ema_model" not in resume_from:  # a checkpoint of a run without the average starts it afresh
                 ema.ema_model.load_state_dict(ema.model.state_dict())  # ema.model: the bare network, as Ignite keeps it
@@ -286,6 +282,15 @@ def training(
                 write_config(cfg, run_dir)
             total = cfg.train.max_epochs * len(train_loader)
             logger.info(f"Resuming from {cfg.resume} after iteration {trainer.state.iteration} of {total}")
+        if rank == 0 and cfg.tensorboard.enabled:
+            from trainer.handlers.tensorboard import TensorBoardViews
+
+            views = TensorBoardViews(cfg, run_dir, model, tested, loss_fn, splits, CLASS_NAMES)
+            views.attach(trainer, evaluator, final_val, final_test, optimizer, log_every)
+        stop.attach(trainer)
+        if extend is not None:
+            extend(trainer, evaluator)
+
         threads = torch.get_num_threads()
         logger.info(
             f"Training {cfg.model.name} on {device} ({threads} thread{'s' * (threads > 1)}) for {cfg.train.max_epochs} epochs; "
@@ -361,6 +366,23 @@ def check_same_schedule(cfg: DictConfig, checkpoint: dict) -> None:
             f"so train.max_epochs={cfg.train.max_epochs} cannot resume it: resume with train.max_epochs={planned}, "
             "or start a new run to train longer"
         )
+
+
+def check_same_split(cfg: DictConfig) -> None:
+    """Refuse another seed or data.val_size than the run's own (its config.yaml, beside its checkpoints): they choose
+    which training images are held out, so the resumed run would validate, and pick its best epoch, on images it has
+    trained on. A checkpoint moved away from its run has no config.yaml to compare with, and is not checked."""
+    run_dir = run_dir_of(cfg.resume)
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return
+    first = OmegaConf.create(read_yaml(run_dir / "config.yaml", "config file") or {})
+    for key in ("seed", "data.val_size"):
+        was = OmegaConf.select(first, key, default=None)
+        if was is not None and was != OmegaConf.select(cfg, key):
+            raise CheckpointError(
+                f"checkpoint {cfg.resume} is of a run with {key}={was}, which chose the images it validates on: "
+                f"resume with {key}={was}, or start a new run"
+            )
 
 
 def run_process(local_rank: int, cfg: DictConfig) -> None:
