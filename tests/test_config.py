@@ -84,9 +84,10 @@ def test_command_refuses_bad_input(args, message, tmp_path):
 
 
 def test_overrides_mean_what_was_typed():
-    """YAML reads 0101 as 65 and `yes` as true; OmegaConf merges a mapping into the file's rather than replacing it."""
-    assert [load_config(overrides=[f"run.name={name}"]).run.name for name in ("0101", "yes", "1e5", "'007'")] == [
-        "0101", "yes", "1e5", "007"]
+    """YAML reads 0101 as 65 and `yes` as true, cuts `try #2` at its comment and takes `[draft]` for a list; OmegaConf
+    merges a mapping into the file's rather than replacing it."""
+    assert [load_config(overrides=[f"run.name={name}"]).run.name for name in ("0101", "yes", "1e5", "'007'", "try #2", "[draft]")] == [
+        "0101", "yes", "1e5", "007", "try #2", "[draft]"]
     assert load_config(overrides=["run.name=null"]).run.name is None
     assert load_config(overrides=["seed=12", "run.name=s${seed}"]).run.name == "s12"
     with pytest.raises(UnknownModelError, match=re.escape("'conv1' (model.kwargs={...} on the command line replaces")):

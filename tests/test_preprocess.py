@@ -413,6 +413,9 @@ def test_missing_file(tmp_path):
     with pytest.raises(ImageError) as exc:
         open_image(tmp_path / "pipe.png")
     assert_user_message(exc, "pipe.png is not a regular file")
+    with pytest.raises(ImageError) as exc:  # longer than a file system allows: the OSError comes from the first look
+        open_image(tmp_path / ("x" * 300 + ".png"))
+    assert_user_message(exc, "cannot be read: file name too long")
 
 
 def test_unreadable_file(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import DATA_ROOT, ROOT, accumulate, read_metrics, run_trainer
 from trainer.training import resume_command
@@ -145,6 +146,19 @@ def test_a_refused_resume_in_place_writes_no_tensorboard_file(stopped_run, tmp_p
     assert snapshot(run_dir) == before
 
 
+def test_a_checkpoint_whose_random_state_is_not_torch_s_is_refused_before_the_run_starts(stopped_run, tmp_path):
+    """A hand-made checkpoint: its random state is checked as it is read, not at the epoch's start, once the
+    TensorBoard views had added a file to the run and the run had begun."""
+    run_dir = copy_run(stopped_run[0], tmp_path)
+    last = last_checkpoint(run_dir)
+    torch.save(torch.load(last, weights_only=True) | {"random_state": {"cpu": torch.zeros(3)}}, last)
+    before = snapshot(run_dir)
+    result = run_trainer(f"output.root={tmp_path}", f"resume={last}", "tensorboard.enabled=true", config=str(run_dir / "config.yaml"))
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "does not fit" in message and "ByteTensor" in message, message
+    assert snapshot(run_dir) == before
+
+
 def test_a_run_stopped_before_its_first_checkpoint_starts_again_under_its_name(tmp_path):
     """What a run killed while loading its data leaves: its config, an empty checkpoints folder, a first events file."""
     run_dir = tmp_path / "early"
@@ -181,6 +195,7 @@ def test_a_run_with_dropout_resumed_in_mid_epoch_ends_as_an_uninterrupted_one(tm
     first, second = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "cut")
     assert (first["val_loss"], first["test_loss"]) == (second["val_loss"], second["test_loss"])
     assert "\nresume: null\n" in (tmp_path / "cut" / "config.yaml").read_text(), "its recipe, not the checkpoint it resumed"
+    assert second["resumed_from"] == str(last_checkpoint(tmp_path / "cut").parent / "last_checkpoint_60.pt")
 
 
 def test_the_resume_command_survives_a_run_name_with_spaces():

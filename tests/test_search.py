@@ -394,3 +394,11 @@ def test_a_trial_the_pruner_would_stop_at_its_last_epoch_is_complete(tiny, tmp_p
     code, trials = two_trials_in_this_process(tiny, tmp_path, "last", space, trials=1)
     out, err = capsys.readouterr()
     assert code == 0 and [t.state.name for t in trials] == ["COMPLETE"], out + err
+    # the same for the epoch at which early stopping ends it (a learning rate too small to improve on epoch 1)
+    space.write_text("pruner: {type: threshold, lower: 0.99, n_warmup_steps: 2}\nspace:\n"
+                     "  train.max_epochs: {type: categorical, choices: [4]}\n  train.lr: {type: categorical, choices: [1.0e-9]}\n"
+                     "  train.early_stopping_patience: {type: categorical, choices: [1]}\n")
+    code, trials = two_trials_in_this_process(tiny, tmp_path, "stopped", space, trials=1)
+    out, err = capsys.readouterr()
+    assert code == 0 and [t.state.name for t in trials] == ["COMPLETE"], out + err
+    assert json.loads(next((tmp_path / "stopped").glob("trial-*/metrics.json")).read_text())["epochs_run"] == 2

@@ -35,6 +35,10 @@ class RandomState:
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Checked here, where `restore` names a mismatch, not at the epoch's start, once the run has begun."""
+        if not isinstance(state, dict) or not isinstance(state.get("cpu"), torch.Tensor):
+            raise ValueError("its random state is not torch's")
+        torch.Generator().set_state(state["cpu"])  # raises for a tensor that is not a generator's state
         self.resumed = state
 
     def attach(self, trainer: Engine) -> None:

@@ -160,18 +160,25 @@ def load_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) ->
 
 
 def apply_override(cfg: DictConfig, item: str) -> DictConfig:
-    """`key=value` merged as OmegaConf reads it, except where that surprises: a string key keeps the text as typed
-    (YAML reads `run.name=0101` as the number 65), and a mapping given for `model.kwargs` replaces the file's rather
-    than merging into it (`model.name=small_cnn model.kwargs={}` drops the default's LeNet-5 arguments)."""
+    """`key=value` merged as OmegaConf reads it, except where that surprises: a string key (a name, a path) keeps
+    the text as typed, which YAML would change (`run.name=0101` read as the number 65, `try #2` cut at its comment,
+    `[draft]` taken for a list), and a mapping given for `model.kwargs` replaces the file's rather than merging into
+    it (`model.name=small_cnn model.kwargs={}` drops the default's LeNet-5 arguments)."""
     key, text = item.split("=", 1)
+    if key in STRING_KEYS:
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # quoted, as YAML would take it: the text inside
+            text = text[1:-1]
+        elif text in ("", "~", "null", "Null", "NULL"):
+            text = None
+        given = OmegaConf.create()
+        OmegaConf.update(given, key, text)
+        return OmegaConf.merge(cfg, given)
     try:
         given = OmegaConf.from_dotlist([item])
     except yaml.YAMLError as exc:  # the value is read as YAML: `[0.8, 1.1` is an unclosed list, `*x` an alias
         problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
         raise ConfigError(f"override {item!r} is not a valid YAML value ({problem}): close its brackets, or quote it") from None
     value = OmegaConf.select(given, key, throw_on_resolution_failure=False)
-    if key in STRING_KEYS and value is not None and not isinstance(value, str):
-        OmegaConf.update(given, key, text)
     node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
     if isinstance(value, DictConfig) and isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict:
         OmegaConf.update(cfg, key, value, merge=False)

@@ -174,18 +174,18 @@ def _read_bytes(source: str | Path | bytes | BinaryIO) -> bytes:
         data = bytes(source)
     elif isinstance(source, (str, Path)):
         path = Path(source)
-        if path.is_dir():
-            raise ImageError(f"{path.name} is a folder, not an image file.")
-        if not path.exists():
-            raise ImageError(f"The file {path.name} does not exist.")
-        if not path.is_file():  # a device or a pipe, which could block or never end
-            raise ImageError(f"{path.name} is not a regular file, so it cannot be read as an image.")
         try:
+            if path.is_dir():
+                raise ImageError(f"{path.name} is a folder, not an image file.")
+            if not path.exists():
+                raise ImageError(f"The file {path.name} does not exist.")
+            if not path.is_file():  # a device or a pipe, which could block or never end
+                raise ImageError(f"{path.name} is not a regular file, so it cannot be read as an image.")
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise ImageError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; please upload a smaller image.")
             data = path.read_bytes()
-        except OSError as exc:  # no permission to read it, or a disk that fails
-            raise ImageError(f"The file {path.name} cannot be read: {exc.strerror or exc}.") from None
+        except OSError as exc:  # no permission, a name too long for the file system, a disk that fails
+            raise ImageError(f"The file {path.name[:100]} cannot be read: {exc.strerror or exc}.") from None
     else:
         data = source.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:

@@ -190,8 +190,8 @@ class PruneByTerminating(PyTorchIgnitePruningHandler):
         try:
             super().__call__(evaluator)
         except optuna.TrialPruned:
-            if self.trainer.state.epoch >= self.trainer.state.max_epochs:  # it trained every epoch: complete, not pruned
-                return
+            if self.trainer.should_terminate or self.trainer.state.epoch >= self.trainer.state.max_epochs:
+                return  # its last epoch (every one, or early stopping's): complete, not pruned
             self.pruned_at = self.trainer.state.epoch
             self.trainer.terminate()
 

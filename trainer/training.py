@@ -170,8 +170,9 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
 
 
 def write_config(cfg: DictConfig, run_dir: Path) -> None:
-    """The run's recipe, which `--config` takes to repeat it, without `resume`: the checkpoint a run resumed from is
-    one its rotation deletes (the log says where it resumed from), and a new run from the recipe starts afresh."""
+    """The run's recipe, which `--config` takes to repeat it, without `resume`: the checkpoint a run resumed from in
+    place is one its rotation deletes, and a new run from the recipe starts afresh (metrics.json says where a run
+    resumed from)."""
     recipe = cfg.copy()
     recipe.resume = None
     atomic_replace(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(recipe)))
@@ -425,6 +426,8 @@ def finish_run(
         "train_seconds": round(train_seconds, 2),
         "machine": machine(),  # a seed's figures repeat to the digit only on the same processor, torch and threads
     }
+    if cfg.resume:  # config.yaml keeps the recipe without it
+        metrics["resumed_from"] = str(cfg.resume)
     bare = unwrap(model)
     calibration = calibrate(bare, splits.val, splits.test, cfg.calibration.photo_factor)
     metrics["calibration"] = calibration
