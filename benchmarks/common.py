@@ -9,6 +9,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -44,6 +45,7 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Na
     args = p.parse_args(argv)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()  # a folder that is there but cannot be written to
     except OSError as exc:  # a file there, no permission
         raise UserError(f"--out {args.out} cannot be used as the output folder: {exc.strerror or exc}") from None
     return args

@@ -55,6 +55,7 @@ from benchmarks.photo_like import build_benchmark  # noqa: E402
 from tests.servers import demo_client, demo_server  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
 from trainer.explain import explain_file  # noqa: E402
+from trainer.export import load_model_file  # noqa: E402
 from trainer.machine import machine  # noqa: E402
 from trainer.predict import MODEL_ENV, Classifier, resolve_model_path  # noqa: E402
 
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="demo_latency-") as tmp:
         tmp = Path(tmp)
         checkpoint = find_checkpoint(args.checkpoint, args.quick, tmp)
+        load_model_file(checkpoint)  # a bad model file is said now, before the photos are built
         images = [path for path, _ in build_benchmark(data_root(), tmp / "photos", n, seed=0)]
         local = in_process(checkpoint, images)
         local_explain = in_process(checkpoint, images, explain=True)

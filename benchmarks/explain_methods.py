@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if not tiles:  # the medians below have nothing to take
         raise UserError(f"{args.photos} has no photo to explain: its manifest lists no photo of a garment that can be read")
     models = {str(c.path): {"arch": c.meta["arch"], "methods": measure(c, tiles)} for c in classifiers}
-    contact_sheet(classifiers, tiles_of(real_photos(args.photos, 1)), args.out / "explain_methods.png")
+    # the first photo of each class; where none of those can be read, the first photo measured
+    contact_sheet(classifiers, tiles_of(real_photos(args.photos, 1)) or tiles[:1], args.out / "explain_methods.png")
     report: dict[str, Any] = {"machine": info, "quick": args.quick, "photos": len(tiles), "models": models}
     rows = [
         [model["arch"], method, fmt(m["median_ms"], ".1f"), fmt(m["p95_ms"], ".1f"), fmt(m["median_cpu_ms"], ".1f"),

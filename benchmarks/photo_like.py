@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import time
@@ -219,20 +220,24 @@ def cut_away(photo: Path) -> Path:
 
 def build_benchmark(root: str, out_dir: Path, n: int, seed: int) -> list[tuple[Path, int]]:
     """Write `out_dir/<index>_<label>.jpg`, the same garment cut away (`cut_away`) and `labels.csv`; reuse them if
-    already built with the same n and seed.
+    already built with the same n and seed from the same test set.
 
     Each image has its own generator seeded by (seed, test index), so an image does not change
     when n changes.
     """
     out_dir = Path(out_dir)
-    stamp = {"generator_version": GENERATOR_VERSION, "n": n, "seed": seed}
-    meta_path, csv_path = out_dir / "meta.json", out_dir / "labels.csv"
-    if meta_path.is_file() and csv_path.is_file() and json.loads(meta_path.read_text()) == stamp:
-        with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if all((out_dir / r["file"]).is_file() and cut_away(out_dir / r["file"]).is_file() for r in rows):
-            return [(out_dir / r["file"], int(r["label"])) for r in rows]
     images, labels, classes = load_test_set(root)
+    test_set = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
+    stamp = {"generator_version": GENERATOR_VERSION, "n": n, "seed": seed, "test_set": test_set}
+    meta_path, csv_path = out_dir / "meta.json", out_dir / "labels.csv"
+    try:  # built from another test set (a tiny stand-in), or damaged: built again
+        if json.loads(meta_path.read_text()) == stamp:
+            with open(csv_path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            if all((out_dir / r["file"]).is_file() and cut_away(out_dir / r["file"]).is_file() for r in rows):
+                return [(out_dir / r["file"], int(r["label"])) for r in rows]
+    except (OSError, ValueError, KeyError):
+        pass
     out_dir.mkdir(parents=True, exist_ok=True)
     items: list[tuple[Path, int]] = []
     rows = []
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding FashionMNIST/raw (default: $FASHION_MNIST_ROOT, else ./data)")
     parser.add_argument("--out", type=Path, required=True, help="where the benchmark images are (or will be) written")
     parser.add_argument("--n", type=at_least(NUM_CLASSES), default=1000, help="number of images, balanced over the 10 classes")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=at_least(0), default=0)
     parser.add_argument("--checkpoint", type=Path, help="model.pt to evaluate (default: the newest runs/*/model.pt)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
@@ -321,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(parser, argv)
     if args.json and not args.json.parent.is_dir():  # said now, not after the images are made and classified twice
         raise UserError(f"--json {args.json}: its folder {args.json.parent} does not exist")
+    if args.json and args.json.is_dir():
+        raise UserError(f"--json {args.json} is a folder: name the file to write, such as {args.json / 'photo_like.json'}")
     torch.set_num_threads(args.threads)
 
     from trainer.predict import Classifier, resolve_model_path

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.common import BenchmarkError, run_python
-from tests.helpers import DATA_ROOT, NO_NETWORK, ROOT
+from tests.bad_images import photo
+from tests.helpers import DATA_ROOT, NO_NETWORK, ROOT, write_idx
 
 
 def run_benchmark(name: str, *args: str, data: Path = DATA_ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -60,6 +61,7 @@ def test_missing_data_is_the_trainers_sentence_without_a_download(tmp_path, name
     ("time_to_accuracy", ["--seeds", "4000000000"], "argument --seeds: 4000000000 is too large: it must be at most 1000000000"),
     ("photo_like", ["--n", "5"], "argument --n: 5 is too small: it must be at least 10"),
     ("photo_like", ["--threads", "0"], "argument --threads: 0 is too small: it must be at least 1"),
+    ("photo_like", ["--seed", "-1"], "argument --seed: -1 is too small: it must be at least 0"),
 ])
 def test_bad_numbers_are_refused_when_parsing(tmp_path, name, args, wrong):
     result = run_benchmark(name, "--out", str(tmp_path / "out"), *args)
@@ -85,6 +87,11 @@ def test_explaining_a_folder_without_photos_is_one_sentence(tmp_path, trained_ru
     (photos / "MANIFEST.tsv").write_text("path\taccept\nShirt/a.png\tShirt\n")
     assert last_line(run_benchmark(*explain)) == (f"error: {photos} has no photo to explain: its manifest lists no "
                                                   "photo of a garment that can be read")
+    photo(0).save(photos / "Shirt" / "b.png")  # the class's first photo still cannot be read: the sheet shows this one
+    (photos / "MANIFEST.tsv").write_text("path\taccept\nShirt/a.png\tShirt\nShirt/b.png\tShirt\n")
+    result = run_benchmark(*explain[:-2], "--quick", *explain[-2:], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "explain_methods.png").is_file()
 
 
 def test_a_child_that_crashes_or_hangs_is_one_sentence_with_its_output_kept():
@@ -106,6 +113,36 @@ def test_all_without_a_trained_model_says_so_before_the_other_benchmarks(tmp_pat
 def test_photo_like_with_a_json_in_a_missing_folder_says_so_before_measuring(tmp_path):
     result = run_benchmark("photo_like", "--out", str(tmp_path / "images"), "--json", str(tmp_path / "no" / "r.json"), data=tmp_path / "no-data")
     assert last_line(result) == f"error: --json {tmp_path / 'no' / 'r.json'}: its folder {tmp_path / 'no'} does not exist"
+    result = run_benchmark("photo_like", "--out", str(tmp_path / "images"), "--json", str(tmp_path), data=tmp_path / "no-data")
+    assert last_line(result) == f"error: --json {tmp_path} is a folder: name the file to write, such as {tmp_path / 'photo_like.json'}"
+
+
+def test_an_out_that_cannot_be_written_to_is_refused_before_any_work(tmp_path):
+    """A folder that is there but takes no files (sysfs refuses them even to root): said before the measuring."""
+    result = run_benchmark("photo_like", "--out", "/sys/kernel", data=tmp_path / "no-data")
+    assert last_line(result) == "error: --out /sys/kernel cannot be used as the output folder: Permission denied"
+
+
+def test_a_bad_model_file_for_the_latency_benchmark_is_said_before_the_photos_are_built(tmp_path):
+    result = run_benchmark("demo_latency", "--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "no.pt"), data=tmp_path / "no-data")
+    assert last_line(result) == f"error: model file {tmp_path / 'no.pt'} does not exist"
+
+
+def test_photo_like_images_built_from_another_test_set_are_built_again(tmp_path):
+    """The images cached in --out are those of the test set they were made from: a tiny stand-in's are not reused
+    for the real one (the figures came out for the wrong images and labels, without a word)."""
+    from benchmarks.photo_like import build_benchmark
+
+    one, other = write_idx(tmp_path / "one", n_test=20, seed=1), write_idx(tmp_path / "other", n_test=20, seed=2)
+    first = build_benchmark(str(one), tmp_path / "images", 10, seed=0)
+    cached = {path.name: path.read_bytes() for path, _ in first}
+    again = build_benchmark(str(other), tmp_path / "images", 10, seed=0)
+    fresh = build_benchmark(str(other), tmp_path / "fresh", 10, seed=0)
+    assert [label for _, label in again] == [label for _, label in fresh]
+    assert all(path.read_bytes() == (tmp_path / "fresh" / path.name).read_bytes() for path, _ in again)
+    assert any(path.read_bytes() != cached[path.name] for path, _ in again), "the other test set's images"
+    (tmp_path / "images" / "meta.json").write_text("{damaged")
+    assert build_benchmark(str(other), tmp_path / "images", 10, seed=0) == again, "a damaged cache is built again"
 
 
 def test_the_contact_sheet_shows_a_transparent_photo_as_seen_and_leaves_it_as_it_was():

@@ -17,6 +17,7 @@ from tensorboard.plugins.hparams import metadata
 from tests.helpers import ROOT, accumulate, ctrl_c_after, killed_on_leaving, run_trainer, write_idx
 from trainer import search
 from trainer.config import load_config
+from trainer.search_space import load_spec
 
 # Every trial after the first is pruned at its first epoch unless it beats all earlier trials there; seeded, so
 # the proposals (and so which trials are pruned) are the same on every run.
@@ -185,6 +186,12 @@ def test_ctrl_c_stops_the_trial_gracefully_marks_it_failed_and_exits_130(tiny):
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--trials", "0"], "--trials must be at least 1"),
         ("space:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", ["--study", "s" * 101], "--study must be a plain folder name of at most 100"),
         ("space:\n  train.augment.scale: {type: categorical, choices: [[0.9, 1.1], [1.0, 1.0]]}\n", [], "choices must each be a number"),
+        ("space:\n  train.optimizer: {type: categorical, choices: sgd}\n", [], "train.optimizer's choices must be a list such as [sgd, adamw] (got 'sgd')"),
+        ("space:\n  train.max_epochs: {type: int, low: 0.5, high: 3}\n", [], "its low, high and step must be whole numbers"),
+        ("sampler: {n_startup_trials: abc}\nspace:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", [],
+         "the sampler's arguments are refused by TPESampler"),
+        ("sampler: {n_startup_trials: 0, n_ei_candidates: 0}\nspace:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", [],
+         "the sampler's arguments are refused by TPESampler"),
         ("pruner: {type: hyperband, min_resource: 0}\nspace:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n", [],
          "the hyperband pruner's arguments are refused (a resource of 0"),
     ],
@@ -402,3 +409,14 @@ def test_a_trial_the_pruner_would_stop_at_its_last_epoch_is_complete(tiny, tmp_p
     out, err = capsys.readouterr()
     assert code == 0 and [t.state.name for t in trials] == ["COMPLETE"], out + err
     assert json.loads(next((tmp_path / "stopped").glob("trial-*/metrics.json")).read_text())["epochs_run"] == 2
+
+
+def test_a_seed_at_the_top_of_numpy_s_range_still_continues_its_study(tmp_path):
+    """A continued study's sampler seed moves on by the trials it has; from 2**32 - 1 it wraps round."""
+    (tmp_path / "space.yaml").write_text("sampler: {seed: 4294967295}\nspace:\n  train.lr: {type: float, low: 0.01, high: 0.1}\n")
+    spec = load_spec(tmp_path / "space.yaml", "configs/quick.yaml", [])
+
+    def first_draw(sampler: optuna.samplers.BaseSampler) -> dict:
+        return optuna.create_study(sampler=sampler).ask(spec.distributions).params
+
+    assert first_draw(spec.sampler(trials=3)) == first_draw(optuna.samplers.TPESampler(seed=2))

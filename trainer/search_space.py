@@ -53,7 +53,7 @@ class SearchSpec:
         repeat the same study."""
         args = dict(self.sampler_args)
         if args.get("seed") is not None:
-            args["seed"] += trials
+            args["seed"] = (args["seed"] + trials) % 2**32  # numpy's seeds end at 2**32 - 1
         return optuna.samplers.TPESampler(**args)
 
 
@@ -73,7 +73,7 @@ def load_spec(path: str | Path, config: str | Path, overrides: list[str]) -> Sea
         distributions[key] = parse_distribution(path, key, entry)
         check_key(path, key, distributions[key], base, config, overrides)
     sampler_args = spec.get("sampler") or {}
-    check_sampler(path, sampler_args)
+    check_sampler(path, sampler_args, distributions)
     return SearchSpec(distributions, sampler_args, build_pruner(path, spec.get("pruner") or {}))
 
 
@@ -96,6 +96,11 @@ def parse_distribution(path: Path, key: Any, entry: Any) -> BaseDistribution:
     extra = set(fields) - set(FIELDS[kind])
     if extra:
         raise SearchSpaceError(f"search space {path}: {key} has unknown fields {sorted(extra)}: a {kind} takes {', '.join(FIELDS[kind])}")
+    if kind == "categorical" and not isinstance(fields.get("choices"), list):  # Optuna would split a text into letters
+        raise SearchSpaceError(f"search space {path}: {key}'s choices must be a list such as [sgd, adamw] (got {fields.get('choices')!r})")
+    if kind == "int" and not all(isinstance(v, int) and not isinstance(v, bool) for n, v in fields.items() if n != "log"):
+        raise SearchSpaceError(f"search space {path}: {key} is an int distribution: its low, high and step must be whole "
+                               f"numbers (got {fields!r}), or use type float")
     if kind == "categorical" and not all(c is None or isinstance(c, (bool, int, float, str)) for c in fields.get("choices") or []):
         raise SearchSpaceError(f"search space {path}: {key}'s choices must each be a number, a text, true, false or null, "
                                f"as Optuna stores them, not a list or a mapping (got {fields['choices']!r})")
@@ -135,12 +140,16 @@ def as_override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
-def check_sampler(path: Path, kwargs: Any) -> None:
-    """Refused now if TPESampler would refuse it when the study opens."""
+def check_sampler(path: Path, kwargs: Any, distributions: dict[str, BaseDistribution]) -> None:
+    """Refused now if TPESampler would refuse it in the study: most of its arguments are read only as it draws, some
+    only once its random start-up trials are done, so it draws past them in a throwaway study in memory."""
     if not isinstance(kwargs, dict):
         raise SearchSpaceError(f"search space {path}: sampler must be a mapping of TPESampler arguments such as {{seed: 0}}")
+    startup = kwargs.get("n_startup_trials", 10)
     try:
-        optuna.samplers.TPESampler(**kwargs)
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(**kwargs))
+        for value in range(startup + 2 if isinstance(startup, int) and 0 <= startup <= 100 else 2):
+            study.tell(study.ask(distributions), float(value))
     except (TypeError, ValueError) as exc:
         raise SearchSpaceError(f"search space {path}: the sampler's arguments are refused by TPESampler ({first_line(exc)})") from None
 
