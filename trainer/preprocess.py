@@ -204,16 +204,7 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: float | 
     if mode == "RGB" and "transparency" not in img.info:  # a PNG's colour key (tRNS) is transparency too
         return img
     if mode.startswith("I") or mode == "F":
-        a = np.asarray(img).astype(np.float64)
-        if mode == "F":
-            a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
-        elif sixteen_bit or mode.startswith("I;16") or (a.size and a.max() > 255):
-            a = a / 257.0
-        a = np.nan_to_num(a, nan=0.0, posinf=255.0, neginf=0.0)
-        if a.size and a.max() > 255.0:  # wider than 16 bits (a 32-bit TIFF): scale its range instead of clipping
-            a = a * (255.0 / a.max())
-        grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        return Image.fromarray(_grey(np.asarray(img), mode, sixteen_bit), "L").convert("RGB")
     rgba = _rgba(img)
     if rgba is None:
         return _convert(img, "RGB")
@@ -229,12 +220,27 @@ def to_rgb(img: Image.Image, *, sixteen_bit: bool | None = None, under: float | 
     return out
 
 
+def _grey(a: np.ndarray, mode: str, sixteen_bit: bool | None) -> np.ndarray:
+    """The pixels of an I or F image as 8-bit grey (`to_rgb`'s rules); 16 bits through a table, not in floats, so a
+    40 MP picture costs tens of MB rather than hundreds."""
+    if mode == "F":
+        a = a.astype(np.float64)
+        a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
+    elif sixteen_bit or mode.startswith("I;16") or (a.size and a.max() > 255):
+        if a.min() >= 0 and a.max() <= 65535:
+            return _GREY16[a]
+        a = a / 257.0
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    if a.size and a.max() > 255.0:  # wider than 16 bits (a 32-bit TIFF): scale its range instead of clipping
+        a = a * (255.0 / a.max())
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
 def _rgba(img: Image.Image, sixteen_bit: bool | None = None) -> Image.Image | None:
     """The image as RGBA (itself if it is) when it has an alpha band or a colour key (a PNG's tRNS), else None.
 
     Pillow's own conversion of 16-bit grey clips its greys to white: a 16-bit PNG's key (a grey level) is read here,
-    its greys scaled as `to_rgb` scales them, through a table rather than in floats (a 40 MP upload then costs about
-    380 MB, not 1 GB)."""
+    its greys scaled as `to_rgb` scales them (`_grey`)."""
     if img.mode == "F":
         return None
     if img.mode.startswith("I"):
@@ -242,13 +248,9 @@ def _rgba(img: Image.Image, sixteen_bit: bool | None = None) -> Image.Image | No
         if not isinstance(key, int):
             return None
         a = np.asarray(img)
-        if sixteen_bit or img.mode.startswith("I;16") or (a.size and a.max() > 255):
-            grey = _GREY16[a if a.dtype == np.uint16 else np.clip(a, 0, 65535)]
-        else:
-            grey = np.clip(a, 0, 255).astype(np.uint8)
         opaque = (a != key).view(np.uint8)
         opaque *= 255
-        grey_image = Image.fromarray(grey, "L")
+        grey_image = Image.fromarray(_grey(a, img.mode, sixteen_bit), "L")
         return Image.merge("RGBA", (grey_image, grey_image, grey_image, Image.fromarray(opaque, "L")))
     if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in img.info:
         return None
