@@ -75,6 +75,7 @@ def assert_refused(result, message: str) -> None:
         (["model.kwargs.dropout=1.0"], "dropout must be a share of at least 0 and below 1 (got 1.0)"),
         (["model.kwargs.num_classes=5"], "model.kwargs.num_classes is the trainer's to set"),
         (["model.kwargs.conv1_padding=true"], "conv1_padding must be 0-2 (got True)"),
+        (["model.kwargs.margin=1.0"], "margin must be a whole number of pixels, 0-4 (got 1.0)"),
         (["model.name=resnet"], "unknown model 'resnet'"),
     ],
 )

@@ -198,8 +198,14 @@ def test_hostile_checkpoint_and_model_file_never_run_code(tmp_path, trained_run)
 
 
 def test_checkpoint_of_another_model_is_refused_naming_the_mismatch(tmp_path, trained_run):
+    """In its run, by the run's config.yaml; moved away from it, by the weights that do not fit."""
     last = next((trained_run / "checkpoints").glob("last_checkpoint_*.pt"))
     result = run_trainer(f"output.root={tmp_path}", "run.name=other", f"resume={last}", "model.name=small_cnn")
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "whose model.name was lenet5, not small_cnn" in message, message
+    moved = tmp_path / last.name
+    shutil.copy(last, moved)
+    result = run_trainer(f"output.root={tmp_path}", "run.name=other", f"resume={moved}", "model.name=small_cnn")
     message = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and "does not fit" in message and "conv1" in message, message
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from trainer.config import load_config
-from trainer.data import CLASS_NAMES, MEAN, STD
+from trainer.data import BLACK, CLASS_NAMES, MEAN, STD
 from trainer.export import load_model_file, save_model_file
 from trainer.model import MODELS, UnknownModelError, build_model
 
@@ -46,7 +46,8 @@ def test_unknown_model_is_refused():
 @pytest.mark.parametrize(
     "kwargs",
     [{"depth": 3}, {"dropout": 1.5}, {"conv2_kernel": 12}, {"conv1_padding": 3}, {"conv1_padding": 2, "conv2_kernel": 14},
-     {"conv1": 0}, {"conv2": -1}, {"conv1": 2.5}, {"dropout": 1.0}, {"dropout": True}, {"batch_norm": "false"}],
+     {"conv1": 0}, {"conv2": -1}, {"conv1": 2.5}, {"dropout": 1.0}, {"dropout": True}, {"batch_norm": "false"},
+     {"margin": 5}, {"margin": -1}, {"margin": True}, {"margin": 1.5}],
 )
 def test_kwargs_a_model_cannot_take_are_refused(kwargs):
     with pytest.raises(UnknownModelError, match="cannot be built from these model.kwargs"):
@@ -90,6 +91,44 @@ def test_padding_the_first_convolution_keeps_the_image_s_edges(padding, side):
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
 
+def test_a_margin_scales_the_image_inside_a_black_border_with_the_tutorial_s_layers():
+    """The same weights as the tutorial's network (its state dict loads as is), fed the image shrunk from 28 to 26
+    pixels inside a border of black: a grey image stays that grey inside, black stays black to the bit, a line one
+    pixel wide is spread over two, dimmer (resampled, as a photo is shrunk, not dropped or copied), and a corner pixel that an unpadded 5x5
+    convolution reads at one position moves in to where it reads it at four."""
+    torch.manual_seed(0)
+    model = build_model("lenet5", margin=1).eval()
+    tutorial = build_model("lenet5").eval()
+    tutorial.load_state_dict(model.state_dict())
+    black = torch.full((1, 1, 28, 28), BLACK)
+    assert torch.equal(model_input(model, black), black)
+    grey = model_input(model, torch.full((1, 1, 28, 28), 0.7))[0, 0]
+    border = torch.ones(28, 28, dtype=torch.bool)
+    border[1:-1, 1:-1] = False
+    assert (grey[border] == BLACK).all() and torch.allclose(grey[1:-1, 1:-1], torch.tensor(0.7))
+    line = black.clone()
+    line[..., 14] = 2.0
+    row = model_input(model, line)[0, 0, 14]
+    assert (row > BLACK + 0.01).sum() == 2 and row.max() < 2.0 - 0.1
+    corner = black.clone()
+    corner[..., 0, 0] = 2.0
+    with torch.no_grad():
+        reached = model.conv1(model_input(model, corner)) - model.conv1(black)
+        unshrunk = tutorial.conv1(corner) - tutorial.conv1(black)
+    assert (unshrunk.abs().amax((0, 1)) > 1e-6).sum() == 1 and (reached.abs().amax((0, 1)) > 1e-6).sum() == 4
+    assert not torch.equal(model(corner), tutorial(corner))
+
+
+def model_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the model's first convolution reads for the image x."""
+    seen = []
+    handle = model.conv1.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return seen[0]
+
+
 def test_batch_norm_normalises_each_convolution_before_its_relu():
     """In training mode every channel after conv + batch norm has mean 0 over the batch, whatever the input's scale,
     and the ReLU and pooling come after it."""
@@ -113,6 +152,7 @@ def test_batch_norm_normalises_each_convolution_before_its_relu():
         ("lenet5", {}),
         ("lenet5", {"batch_norm": True, "dropout": 0.2}),
         ("lenet5", {"batch_norm": True, "conv2": 12, "conv2_kernel": 3}),
+        ("lenet5", {"batch_norm": True, "margin": 1}),
         ("small_cnn", {"width": 8}),
     ],
 )

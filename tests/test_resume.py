@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.helpers import DATA_ROOT, ROOT, accumulate, read_metrics, run_trainer
 from trainer.training import resume_command
@@ -135,12 +136,29 @@ def test_resuming_with_another_split_is_refused_before_anything_is_written(stopp
     assert snapshot(run_dir) == before
 
 
-def test_a_refused_resume_in_place_writes_no_tensorboard_file(stopped_run, tmp_path):
-    """Refused once the checkpoint is read (it does not fit the network asked for), with the TensorBoard views on."""
+@pytest.mark.parametrize("change", ["model.kwargs.margin=1", "model.kwargs.dropout=0.5"])
+def test_resuming_as_another_network_with_the_same_weights_is_refused(stopped_run, tmp_path, change):
+    """A margin or dropout adds no weights, so the checkpoint would load and train on as another network."""
     run_dir = copy_run(stopped_run[0], tmp_path)
     before = snapshot(run_dir)
-    result = run_trainer(f"output.root={tmp_path}", f"resume={last_checkpoint(run_dir)}", "model.kwargs.conv1=8",
-                         "tensorboard.enabled=true", config=str(run_dir / "config.yaml"))
+    result = run_trainer(f"output.root={tmp_path}", f"resume={last_checkpoint(run_dir)}", change, config=str(run_dir / "config.yaml"))
+    message = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "is of a run whose model.kwargs was {" in message, message
+    assert f"resume with --config {run_dir / 'config.yaml'}" in message and change.split(".")[-1].split("=")[0] in message, message
+    assert snapshot(run_dir) == before
+
+
+def test_a_refused_resume_in_place_writes_no_tensorboard_file(stopped_run, tmp_path):
+    """Refused once the checkpoint is read (it does not fit the network asked for: the run's config.yaml was edited
+    to another one), with the TensorBoard views on."""
+    run_dir = copy_run(stopped_run[0], tmp_path)
+    config = run_dir / "config.yaml"
+    edited = OmegaConf.load(config)
+    edited.model.kwargs.conv1 = 8
+    OmegaConf.save(edited, config)
+    before = snapshot(run_dir)
+    result = run_trainer(f"output.root={tmp_path}", f"resume={last_checkpoint(run_dir)}", "tensorboard.enabled=true",
+                         config=str(config))
     message = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and "does not fit" in message, message
     assert snapshot(run_dir) == before

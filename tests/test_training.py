@@ -248,11 +248,12 @@ def test_a_stop_on_the_last_iteration_of_an_epoch_validates_that_epoch_first(tra
         assert abs(edge[key] - straight[key]) < 1e-4, (key, edge[key], straight[key])
 
 
-@pytest.mark.parametrize("config", ["configs/strong.yaml", "configs/lenet32.yaml"])
+@pytest.mark.parametrize("config", ["configs/strong.yaml", "configs/lenet32.yaml", "configs/lenet_margin.yaml"])
 def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_path, config):
-    """configs/strong.yaml and configs/lenet32.yaml end to end, on a tiny stand-in for Fashion-MNIST so it takes seconds
-    (on the real one, even a 1,000-image training split leaves 59,000 validation images for the larger network to go
-    through): model.pt names the architecture and its settings, and loads back into a fresh model of that shape."""
+    """The configs with a network of their own end to end, TensorBoard's views too (the model graph traces the
+    margin's scaling), on a tiny stand-in for Fashion-MNIST so it takes seconds (on the real one, even a 1,000-image
+    training split leaves 59,000 validation images for the larger network to go through): model.pt names the
+    architecture and its settings, and loads back into a fresh model of that shape."""
     data = write_idx(tmp_path / "data")
     result = run_trainer(
         f"output.root={tmp_path}", "run.name=own", f"data.root={data}", "data.val_size=100", "train.max_epochs=1",

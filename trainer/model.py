@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainer.data import BLACK
 from trainer.errors import UserError
 
 
@@ -21,12 +22,15 @@ class LeNet5(nn.Module):
     regulariser of this network, measured in docs/search.md. `conv1_padding` pads the first convolution's input:
     at 2 the network sees a 28x28 image as LeCun et al. (1998) fed LeNet-5 a 32x32 one, so a pixel on the image's
     edge reaches three times as many positions of the first map (a corner nine times), and fc1 reads a 5x5 map
-    (16 x 5 x 5 = 400 inputs; the tutorial's 4x4 is 256).
+    (16 x 5 x 5 = 400 inputs; the tutorial's 4x4 is 256). `margin` scales the image down inside a border of that
+    many black pixels before the first convolution, which keeps the tutorial's layers and their 28x28 input: at 1
+    the garment's outer pixels, which an unpadded 5x5 convolution reads at one position or a few, fall where it
+    reads them at more (docs/search.md measures it).
     """
 
     def __init__(
         self, num_classes: int = 10, conv1: int = 6, conv2: int = 16, batch_norm: bool = False, dropout: float = 0.0,
-        conv2_kernel: int = 5, conv1_padding: int = 0,
+        conv2_kernel: int = 5, conv1_padding: int = 0, margin: int = 0,
     ) -> None:
         super().__init__()
         _check_channels(conv1=conv1, conv2=conv2)
@@ -35,6 +39,9 @@ class LeNet5(nn.Module):
             raise ValueError(f"batch_norm must be true or false (got {batch_norm!r})")
         if not _whole(conv1_padding) or not 0 <= conv1_padding <= 2:
             raise ValueError(f"conv1_padding must be 0-2 (got {conv1_padding!r})")
+        if not _whole(margin) or not 0 <= margin <= 4:
+            raise ValueError(f"margin must be a whole number of pixels, 0-4 (got {margin!r})")
+        self.margin = margin
         first_map = 12 + conv1_padding  # 28 + 2 x padding -> conv1 -> pool
         if not _whole(conv2_kernel) or not 1 <= conv2_kernel < first_map:
             raise ValueError(
@@ -54,6 +61,8 @@ class LeNet5(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 84-d penultimate activations, which the TensorBoard projector shows."""
+        if self.margin:
+            x = _scale_into_margin(x, self.margin)
         x = self.pool(F.relu(_optional(self.bn1, self.conv1(x))))
         x = self.pool(F.relu(_optional(self.bn2, self.conv2(x))))
         x = torch.flatten(x, 1)
@@ -62,6 +71,13 @@ class LeNet5(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc3(_optional(self.dropout, self.features(x)))
+
+
+def _scale_into_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """The images scaled down (antialiased, as a photo is shrunk) to leave `margin` black pixels on every side."""
+    size = (x.shape[-2] - 2 * margin, x.shape[-1] - 2 * margin)
+    x = F.interpolate(x - BLACK, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return F.pad(x, (margin, margin, margin, margin)) + BLACK
 
 
 def _whole(value: Any) -> bool:

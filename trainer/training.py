@@ -236,7 +236,7 @@ def training(
     resume_from = read_checkpoint(cfg.resume) if cfg.resume else None
     if resume_from is not None:
         check_same_schedule(cfg, resume_from)
-        check_same_split(cfg)
+        check_same_run(cfg)
     run_dir, claim = prepare_run_dir(cfg) if rank == 0 else (Path(cfg.output.root) / cfg.run.name, None)
     views = None
     try:  # the run directory's claim, the TensorBoard writer's thread and file are let go however the run ends
@@ -369,10 +369,12 @@ def check_same_schedule(cfg: DictConfig, checkpoint: dict) -> None:
         )
 
 
-def check_same_split(cfg: DictConfig) -> None:
+def check_same_run(cfg: DictConfig) -> None:
     """Refuse another seed or data.val_size than the run's own (its config.yaml, beside its checkpoints): they choose
     which training images are held out, so the resumed run would validate, and pick its best epoch, on images it has
-    trained on. A checkpoint moved away from its run has no config.yaml to compare with, and is not checked."""
+    trained on. Refuse another network too: a margin or dropout adds no weights, so the checkpoint would load into
+    it and go on as another network than the one it trained. A checkpoint moved away from its run has no config.yaml
+    to compare with, and is not checked."""
     run_dir = run_dir_of(cfg.resume)
     if run_dir is None or not (run_dir / "config.yaml").is_file():
         return
@@ -384,6 +386,18 @@ def check_same_split(cfg: DictConfig) -> None:
                 f"checkpoint {cfg.resume} is of a run with {key}={was}, which chose the images it validates on: "
                 f"resume with {key}={was}, or start a new run"
             )
+    for key in ("model.name", "model.kwargs"):
+        was, now = OmegaConf.select(first, key, default=None), OmegaConf.select(cfg, key)
+        if was is not None and was != now:
+            raise CheckpointError(
+                f"checkpoint {cfg.resume} is of a run whose {key} was {plain(was)}, not {plain(now)}: its weights "
+                f"belong to that network; resume with --config {run_dir / 'config.yaml'}, or start a new run"
+            )
+
+
+def plain(value: object) -> object:
+    """A config value as Python prints it: {'margin': 1}, not a DictConfig's repr."""
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
 
 
 def run_process(local_rank: int, cfg: DictConfig) -> None:
