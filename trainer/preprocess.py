@@ -230,7 +230,8 @@ def _grey(a: np.ndarray, mode: str, sixteen_bit: bool | None) -> np.ndarray:
         if a.min() >= 0 and a.max() <= 65535:
             return _GREY16[a]
         a = a / 257.0
-    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    # in place: by now `a` is a float copy of its own (the F branch's, the division's, or this astype's of integers)
+    a = np.nan_to_num(a.astype(np.float64, copy=False), nan=0.0, posinf=255.0, neginf=0.0, copy=False)
     if a.size and a.max() > 255.0:  # wider than 16 bits (a 32-bit TIFF): scale its range instead of clipping
         a = a * (255.0 / a.max())
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
