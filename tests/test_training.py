@@ -269,6 +269,28 @@ def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_p
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_export_last_keeps_the_weights_the_schedule_ended_with(tmp_path):
+    """`train.export=last`: model.pt holds the last epoch's moving average, not the best epoch's, and metrics.json
+    says both epochs. The tiny stand-in is easy enough that the validation accuracy reaches 100% epochs before the end,
+    and a tie does not replace the best checkpoint, so the best epoch is an earlier one."""
+    data = write_idx(tmp_path / "data", n_train=1400)
+    result = run_trainer(
+        f"output.root={tmp_path}", "run.name=last", f"data.root={data}", "data.val_size=100", "train.max_epochs=8",
+        "train.export=last", "tensorboard.enabled=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "last")
+    assert metrics["best_epoch"] < metrics["exported_epoch"] == metrics["epochs_run"] == 8, metrics
+    [best] = (tmp_path / "last" / "checkpoints").glob(f"best_checkpoint_{metrics['best_epoch']}_*.pt")
+    [last] = (tmp_path / "last" / "checkpoints").glob("last_checkpoint_*.pt")
+    payload = torch.load(tmp_path / "last" / "model.pt", weights_only=True)
+    at_best, at_last = (torch.load(path, weights_only=True)["ema_model"] for path in (best, last))
+    assert payload["epoch"] == 8
+    for name, tensor in payload["state_dict"].items():
+        assert torch.equal(tensor, at_last[name]), name
+    assert any(not torch.equal(tensor, at_best[name]) for name, tensor in payload["state_dict"].items())
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_a_run_records_the_threads_it_summed_with(tmp_path, threads):
     """The same seed repeats to the digit only with the same threads (a thread count sums in its own order): the line

@@ -76,6 +76,7 @@ class TrainConfig:
     hflip: bool = True
     max_shift: int = 0
     early_stopping_patience: int = 0
+    export: str = "best"  # the weights tested and exported: the best validation epoch's, or the last epoch's
     amp: bool = True  # on CUDA: bf16 autocast, or fp16 with a gradient scaler where the GPU has no bf16
     cpu_bf16: bool = False  # on a CPU with native bf16: bf16 autocast (configs/strong.yaml; docs/search.md)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -298,6 +299,8 @@ def check_ranges(cfg: DictConfig) -> None:
     problems += augment_problems(cfg.train.augment)
     if not 0.1 <= cfg.calibration.photo_factor <= 10:
         problems.append(f"calibration.photo_factor must be between 0.1 and 10 (got {cfg.calibration.photo_factor})")
+    if cfg.train.export not in ("best", "last"):
+        problems.append(f"train.export must be best or last (got {cfg.train.export!r})")
     if cfg.train.early_stopping_patience < 0:
         problems.append("train.early_stopping_patience must not be negative (0 turns it off)")
     if cfg.log.every is not None and cfg.log.every < 1:

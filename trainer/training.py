@@ -187,8 +187,9 @@ def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimi
     )
 
 
-def load_best_weights(model: nn.Module, best: Checkpoint, key: str) -> int:
-    """Copy the best checkpoint's weights (its `key` entry) into `model` on every rank; return their epoch.
+def load_best_weights(model: nn.Module, best: Checkpoint, key: str, copy: bool = True) -> int:
+    """Return the best checkpoint's epoch; with `copy`, also copy its weights (its `key` entry) into `model` on
+    every rank.
 
     A best checkpoint written before a resume that turned the moving average on has no `key` entry: its raw
     weights were what its run tested, so they are the ones taken."""
@@ -199,8 +200,9 @@ def load_best_weights(model: nn.Module, best: Checkpoint, key: str) -> int:
         checkpoint = safe_torch_load(Path(best.last_checkpoint), "best checkpoint")  # a DiskSaver's: the whole path
         state, progress = checkpoint.get(key, checkpoint["model"]), checkpoint["trainer"]
         epoch = progress["iteration"] // progress["epoch_length"]
-    for name, tensor in model.state_dict().items():
-        tensor.copy_(idist.broadcast(state[name].to(tensor.device), src=0))
+    if copy:
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(idist.broadcast(state[name].to(tensor.device), src=0))
     return int(idist.broadcast(epoch, src=0))
 
 
@@ -312,11 +314,16 @@ def training(
             logger.info(f"Stopped at iteration {trainer.state.iteration}; checkpoint {checkpoint}")
             logger.info(f"Resume with: {resume_command(run_dir, checkpoint)}")
         else:
-            best_epoch = load_best_weights(tested, best, tested_key)
+            # `train.export=last` keeps the weights the schedule ended with: after a schedule that decays to zero, the
+            # last epochs differ by less than 5,000 validation images can tell, so the best of them is mostly noise.
+            best_epoch = load_best_weights(tested, best, tested_key, copy=cfg.train.export == "best")
+            exported_epoch = best_epoch if cfg.train.export == "best" else trainer.state.epoch
             final_val.run(val_loader)
             final_test.run(test_loader)
             if rank == 0:
-                metrics = finish_run(cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, train_seconds)
+                metrics = finish_run(
+                    cfg, run_dir, tested, splits, final_val, final_test, trainer, best_epoch, exported_epoch, train_seconds
+                )
                 if views:
                     views.log_calibration(metrics)
                     logger.info(f"TensorBoard views took {views.seconds:.1f} s of this run (the training took {train_seconds:.1f} s)")
@@ -423,7 +430,7 @@ def run_process(local_rank: int, cfg: DictConfig) -> None:
 
 def finish_run(
     cfg: DictConfig, run_dir: Path, model: nn.Module, splits: Splits, final_val: Engine, final_test: Engine, trainer: Engine,
-    best_epoch: int, train_seconds: float,
+    best_epoch: int, exported_epoch: int, train_seconds: float,
 ) -> dict:
     """Write what outlives the run: `model.pt` (with its temperatures), `metrics.json` and the demo's examples."""
     cm = final_test.state.metrics["confusion"].cpu()
@@ -436,6 +443,7 @@ def finish_run(
         "test_loss": final_test.state.metrics["loss"],
         "per_class_test_accuracy": dict(zip(CLASS_NAMES, per_class)),
         "best_epoch": best_epoch,
+        "exported_epoch": exported_epoch,  # best_epoch, or with `train.export=last` the last one
         "epochs_run": trainer.state.epoch,
         "train_seconds": round(train_seconds, 2),
         "machine": machine(),  # a seed's figures repeat to the digit only on the same processor, torch and threads
@@ -459,7 +467,7 @@ def finish_run(
             "val_accuracy": metrics["val_accuracy"],
             "test_accuracy": metrics["test_accuracy"],
             "test_accuracy_views": calibration["test_accuracy_views"],  # each test image with its mirror, as the demo reads it
-            "epoch": best_epoch,
+            "epoch": exported_epoch,
             "temperature": calibration["temperature"],
             "photo_temperature": calibration["photo_temperature"],
             "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__)},
