@@ -31,6 +31,7 @@ def test_default_config_and_overrides(monkeypatch):
         (["train.ema_decay=1"], "train.ema_decay must be at least 0 (0 turns it off) and below 1"),
         (["train.label_smoothing=1.5"], "train.label_smoothing must be at least 0 and below 1"),
         (["train.export=final"], "train.export must be best or last (got 'final')"),
+        (["train.export=last", "train.early_stopping_patience=2"], "train.export=last exports the weights the schedule ends with, which early stopping never reaches"),
         (["train.warmup_epochs=inf"], "train.warmup_epochs must be a finite number (got inf)"),
         (["train.lr=nan"], "train.lr must be a finite number (got nan)"),
         (["train.augment.scale=[0.5,inf]"], "train.augment.scale[1] must be a finite number"),

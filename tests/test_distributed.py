@@ -33,6 +33,18 @@ def test_two_gloo_processes_train_one_model_like_one_process(tmp_path):
     assert two_metrics["test_accuracy"] >= 0.75
 
 
+@pytest.mark.parametrize("export", ["best", "last"])
+def test_two_processes_test_the_weights_rank_0_exports(tmp_path, export):
+    """With batch norm (the default network) each rank's running statistics average its own batches, so the ranks
+    end with different weights: whichever `train.export` chooses, every rank tests rank 0's, the ones model.pt holds."""
+    result = run_trainer(f"output.root={tmp_path}", "dist.backend=gloo", "dist.nproc_per_node=2", f"train.export={export}",
+                         *SHORT, "train.max_epochs=1", "tensorboard.enabled=false", "data.measure_photos=false",
+                         config="configs/default.yaml", module="tests.tested_weights")
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = dict(re.findall(r"rank (\d) tests weights (\w+)", result.stderr))
+    assert said.keys() == {"0", "1"} and said["0"] == said["1"], result.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     "at, times, says",
     [("setup", 1, "Stopped at iteration 1;"), ("5", 2, "error: stopped by the user before a checkpoint could be written")],

@@ -97,6 +97,7 @@ def test_hparams_and_config_text(events):
     assert start.hparams["train.lr"].number_value == 0.1
     assert start.hparams["model.kwargs"].string_value == "-", "the quick config's network takes the defaults"
     assert start.hparams["train.augment.p"].number_value == 0.0
+    assert start.hparams["train.export"].string_value == "best"
     assert "config/text_summary" in events.Tags()["tensors"]
 
 

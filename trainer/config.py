@@ -301,6 +301,11 @@ def check_ranges(cfg: DictConfig) -> None:
         problems.append(f"calibration.photo_factor must be between 0.1 and 10 (got {cfg.calibration.photo_factor})")
     if cfg.train.export not in ("best", "last"):
         problems.append(f"train.export must be best or last (got {cfg.train.export!r})")
+    elif cfg.train.export == "last" and cfg.train.early_stopping_patience > 0:  # it stops before the schedule's end
+        problems.append(
+            "train.export=last exports the weights the schedule ends with, which early stopping never reaches: "
+            "set train.early_stopping_patience=0 or train.export=best"
+        )
     if cfg.train.early_stopping_patience < 0:
         problems.append("train.early_stopping_patience must not be negative (0 turns it off)")
     if cfg.log.every is not None and cfg.log.every < 1:

@@ -344,7 +344,7 @@ def conclude(study: optuna.Study, trial: Trial, run_dir: Path, cfg: DictConfig |
              note: str, metrics: dict | None = None) -> None:
     """Tell the study, and leave the same in the run directory: trial.json and the trial's HParams."""
     trial.set_user_attr("note", note)
-    if metrics is not None:  # a pruned trial's value in Optuna is its last epoch's; the run kept its best epoch's
+    if metrics is not None:  # a pruned trial's value in Optuna is its last epoch's; the run kept the epoch it exports
         trial.set_user_attr("epochs_run", metrics["epochs_run"])
         trial.set_user_attr("val_accuracy", metrics["val_accuracy"])
     frozen = study.tell(trial, metrics["val_accuracy"] if state == TrialState.COMPLETE else None, state=state)

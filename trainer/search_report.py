@@ -33,7 +33,8 @@ AXIS_LABELS = {"optimization_history": ("trial", "validation accuracy"), "interm
 
 def trial_row(trial: FrozenTrial) -> dict:
     """One trial as the table and trials.json show it: the validation accuracy of the model its run kept (a pruned
-    trial's best epoch, as its run directory says, not the last epoch's value Optuna holds), never the test's."""
+    trial's best epoch, as its run directory says, not the last epoch's value Optuna holds, unless the trial exports
+    its last epoch's: `train.export=last`), never the test's."""
     duration = trial.duration.total_seconds() if trial.duration else None
     return {
         "trial": trial.number,

@@ -187,9 +187,10 @@ def log_epoch(logger: logging.Logger, trainer: Engine, evaluator: Engine, optimi
     )
 
 
-def load_best_weights(model: nn.Module, best: Checkpoint, key: str, copy: bool = True) -> int:
-    """Return the best checkpoint's epoch; with `copy`, also copy its weights (its `key` entry) into `model` on
-    every rank.
+def load_best_weights(model: nn.Module, best: Checkpoint, key: str, take: bool = True) -> int:
+    """Return the best checkpoint's epoch, and give every rank rank 0's weights to test: with `take` the best
+    checkpoint's (its `key` entry), else rank 0's own, which are what it exports (with several processes, each
+    rank's BatchNorm statistics average its own batches, so the ranks' last weights differ).
 
     A best checkpoint written before a resume that turned the moving average on has no `key` entry: its raw
     weights were what its run tested, so they are the ones taken."""
@@ -198,11 +199,12 @@ def load_best_weights(model: nn.Module, best: Checkpoint, key: str, copy: bool =
     epoch = 0
     if idist.get_rank() == 0 and best.last_checkpoint is not None:
         checkpoint = safe_torch_load(Path(best.last_checkpoint), "best checkpoint")  # a DiskSaver's: the whole path
-        state, progress = checkpoint.get(key, checkpoint["model"]), checkpoint["trainer"]
+        progress = checkpoint["trainer"]
         epoch = progress["iteration"] // progress["epoch_length"]
-    if copy:
-        for name, tensor in model.state_dict().items():
-            tensor.copy_(idist.broadcast(state[name].to(tensor.device), src=0))
+        if take:
+            state = checkpoint.get(key, checkpoint["model"])
+    for name, tensor in model.state_dict().items():
+        tensor.copy_(idist.broadcast(state[name].to(tensor.device), src=0))
     return int(idist.broadcast(epoch, src=0))
 
 
@@ -316,7 +318,7 @@ def training(
         else:
             # `train.export=last` keeps the weights the schedule ended with: after a schedule that decays to zero, the
             # last epochs differ by less than 5,000 validation images can tell, so the best of them is mostly noise.
-            best_epoch = load_best_weights(tested, best, tested_key, copy=cfg.train.export == "best")
+            best_epoch = load_best_weights(tested, best, tested_key, take=cfg.train.export == "best")
             exported_epoch = best_epoch if cfg.train.export == "best" else trainer.state.epoch
             final_val.run(val_loader)
             final_test.run(test_loader)

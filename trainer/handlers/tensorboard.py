@@ -34,7 +34,7 @@ from trainer.handlers.projector import Projector
 T = TypeVar("T")
 # model.kwargs and the augmentation's share tell the presets apart (default.yaml from wide.yaml, lenet.yaml from lenet32.yaml)
 HPARAM_KEYS = ("model.name", "model.kwargs", "train.optimizer", "train.lr", "train.batch_size", "train.max_epochs",
-               "train.weight_decay", "train.augment.p", "seed")
+               "train.weight_decay", "train.augment.p", "train.export", "seed")
 
 
 def hparam_values(cfg: DictConfig) -> dict[str, int | float | str]:
