@@ -41,7 +41,7 @@ def test_two_processes_test_the_weights_rank_0_exports(tmp_path, export):
                          *SHORT, "train.max_epochs=1", "tensorboard.enabled=false", "data.measure_photos=false",
                          config="configs/default.yaml", module="tests.tested_weights")
     assert result.returncode == 0, result.stderr[-3000:]
-    said = dict(re.findall(r"rank (\d) tests weights (\w+)", result.stderr))
+    said = dict(re.findall(r"rank (\d) tests weights ([0-9a-f]{16})", result.stderr))
     assert said.keys() == {"0", "1"} and said["0"] == said["1"], result.stderr[-3000:]
 
 

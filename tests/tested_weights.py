@@ -15,7 +15,9 @@ def choose_and_say(model, best, key, take=True) -> int:
     digest = hashlib.sha256()
     for tensor in trainer.training.unwrap(model).state_dict().values():
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    print(f"rank {trainer.training.idist.get_rank()} tests weights {digest.hexdigest()[:16]}", file=sys.stderr, flush=True)
+    # one write per line: the ranks share stderr, and print's separate write of the newline lets their lines run together
+    sys.stderr.write(f"rank {trainer.training.idist.get_rank()} tests weights {digest.hexdigest()[:16]}\n")
+    sys.stderr.flush()
     return epoch
 
 
