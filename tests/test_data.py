@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.helpers import write_idx
-from trainer.data import BLACK, DataError, InMemoryLoader, check_raw_files, load_splits, normalise, shift_batch
+from trainer.data import BLACK, FOOTWEAR, DataError, InMemoryLoader, check_raw_files, load_splits, normalise, shift_batch
 
 
 def test_real_split_sizes_and_determinism(data_root):
@@ -61,6 +61,24 @@ def test_loader_resumes_mid_epoch_with_the_same_batches():
     full = [y for _, y in loader]
     loader.set_epoch(4, start_batch=5)
     assert [y.tolist() for _, y in loader] == [y.tolist() for y in full[5:]]
+
+
+def test_flips_leave_the_unflipped_classes_as_they_are():
+    n = 400
+    images, labels = torch.randn(n, 1, 3, 3), torch.arange(n) % 10
+    footwear = torch.isin(labels, torch.tensor(FOOTWEAR))
+
+    def epoch(**kwargs):
+        loader = InMemoryLoader(images, labels, 50, shuffle=True, seed=2, hflip=True, **kwargs)
+        order = loader.indices()
+        return images[order], torch.cat([x for x, _ in loader]), footwear[order]
+
+    originals, all_flipped, is_footwear = epoch()
+    _, shoes_kept, _ = epoch(unflipped_classes=FOOTWEAR)
+    mirrored = (all_flipped == originals.flip(3)).all((1, 2, 3)) & ~(all_flipped == originals).all((1, 2, 3))
+    assert 0.3 < mirrored.float().mean() < 0.7 and mirrored[is_footwear].any(), "half of every class mirrored by default"
+    assert torch.equal(shoes_kept[is_footwear], originals[is_footwear]), "no shoe mirrored"
+    assert torch.equal(shoes_kept[~is_footwear], all_flipped[~is_footwear]), "the other classes drawn as before"
 
 
 def test_a_shifted_batch_is_filled_with_the_black_of_a_normalised_tile():

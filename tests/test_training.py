@@ -20,7 +20,7 @@ from tests.helpers import DATA_ROOT, ROOT, ctrl_c_after, read_metrics, run_train
 from trainer import main as trainer_main
 from trainer import training
 from trainer.config import load_config
-from trainer.data import CLASS_NAMES, InMemoryLoader, load_splits
+from trainer.data import CLASS_NAMES, FOOTWEAR, InMemoryLoader, load_splits
 from trainer.engines import FusedEMAHandler, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.model import build_model
 from trainer.views import averaged_logits
@@ -267,6 +267,15 @@ def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_p
     model = build_model(payload["arch"], **payload["arch_kwargs"])
     model.load_state_dict(payload["state_dict"])
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("config, unflipped", [("configs/lenet_margin.yaml", FOOTWEAR), ("configs/default.yaml", ())])
+def test_the_shoes_stay_unflipped_only_where_the_config_says(tmp_path, config, unflipped):
+    """`train.hflip_footwear=false` reaches the training loader; the photo-robust default still mirrors shoes, which
+    photos show facing either way."""
+    cfg = load_config(ROOT / config, [f"data.root={write_idx(tmp_path)}", "data.val_size=50"])
+    _, train, _, _ = training.get_dataflow(cfg)
+    assert train.hflip and tuple(train.unflipped_classes.tolist()) == unflipped
 
 
 def test_export_last_keeps_the_weights_the_schedule_ended_with(tmp_path):

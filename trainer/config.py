@@ -74,6 +74,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.995
     hflip: bool = True
+    hflip_footwear: bool = True  # false: shoes never flipped, where every one faces the same way (Fashion-MNIST's)
     max_shift: int = 0
     early_stopping_patience: int = 0
     export: str = "best"  # the weights tested and exported: the best validation epoch's, or the last epoch's

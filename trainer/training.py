@@ -54,7 +54,8 @@ def get_dataflow(cfg: DictConfig) -> tuple[Splits, InMemoryLoader, InMemoryLoade
     per_process = cfg.train.batch_size // world  # train.batch_size is global: the same steps whatever the world size
     train = InMemoryLoader(
         *splits.train, per_process, shuffle=True, seed=cfg.seed, rank=rank, world_size=world, drop_last=True,
-        hflip=cfg.train.hflip, max_shift=cfg.train.max_shift,
+        hflip=cfg.train.hflip, unflipped_classes=() if cfg.train.hflip_footwear else FOOTWEAR,
+        max_shift=cfg.train.max_shift,
         augment=PhotoAugment(cfg.train.augment, MEAN, STD, FOOTWEAR, SLEEVED) if PhotoAugment.wanted(cfg.train.augment) else None,
     )
     val = InMemoryLoader(*splits.val, EVAL_BATCH_SIZE, rank=rank, world_size=world)
