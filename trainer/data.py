@@ -222,16 +222,16 @@ class InMemoryLoader:
         idx = self.indices()
         # Drawn for the whole epoch up front, so a run resumed in mid-epoch draws the same.
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 50_021)
-        flips = torch.rand(len(idx), generator=g) < 0.5 if self.hflip else None
+        flips = (torch.rand(len(idx), generator=g) < 0.5) & ~torch.isin(self.labels[idx], self.unflipped_classes) if self.hflip else None
         shifts = torch.randint(0, 2 * self.max_shift + 1, (self.num_batches, 2), generator=g) if self.max_shift else None
         for b in range(self.start_batch, self.num_batches):
             rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            images, labels = self.images[idx[rows]], self.labels[idx[rows]]
+            images = self.images[idx[rows]]
             if flips is not None:
-                flip = flips[rows] & ~torch.isin(labels, self.unflipped_classes)
-                images = torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+                images = torch.where(flips[rows].view(-1, 1, 1, 1), images.flip(3), images)
             if shifts is not None:
                 images = shift_batch(images, self.max_shift, *shifts[b].tolist())
+            labels = self.labels[idx[rows]]
             if self.augment is not None:  # its own generator per batch: the same draws after a resume in mid-epoch
                 # strides as wide as the batches and the processes, so no two batches share draws (at least 1,009
                 # and 64: the seeds every run so far was trained with), within the 63 bits a generator's seed takes

@@ -2,7 +2,7 @@
 the classifier and its explanations.
 
 Garments are nearly symmetric and training flips them, so the mirror image is an equally good look at the same
-garment; averaging the logits of the two makes the answers on photos steadier (docs/real_photos.md). A photo's
+garment (not for a model trained with `train.hflip_footwear=false`, which never saw a mirrored shoe); averaging the logits of the two makes the answers on photos steadier (docs/real_photos.md). A photo's
 garment is fitted to the whole tile, where a Fashion-MNIST garment leaves a margin at its sides, and training
 rescales the garments by 0.8-1.1: averaging the photo's tile at two sizes, the smaller with a black margin
 (`PHOTO_SIZES`), makes it right more often and ranks its answers better by confidence (docs/real_photos.md,
