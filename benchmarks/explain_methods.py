@@ -85,7 +85,7 @@ def measure(classifier: Classifier, tiles: list[tuple[Path, Image.Image, np.ndar
             x = normalise_tile(tile, classifier.mean, classifier.std)
             target = int(logits_of(classifier, x).argmax())
             start, cpu_start = time.perf_counter(), time.process_time()
-            heat = attribute_views(classifier.model, x, target, black, method, PHOTO_SIZES)
+            heat = attribute_views(classifier.model, x, target, black, method, PHOTO_SIZES, classifier.mirror)
             times.append(1000 * (time.perf_counter() - start))
             cpu_times.append(1000 * (time.process_time() - cpu_start))
             drop, random = deletion_drops(classifier, x, heat, target, rng)
@@ -127,7 +127,7 @@ def contact_sheet(classifiers: list[Classifier], tiles: list[tuple[Path, Image.I
             x = normalise_tile(tile, classifier.mean, classifier.std)
             target = int(logits_of(classifier, x).argmax())
             for method in METHODS:
-                cells.append(overlay(seen, attribute_views(classifier.model, x, target, black, method, PHOTO_SIZES).numpy()))
+                cells.append(overlay(seen, attribute_views(classifier.model, x, target, black, method, PHOTO_SIZES, classifier.mirror).numpy()))
                 titles.append(f"{classifier.meta['arch']}: {SHORT[method]}\n→ {classifier.class_names[target]}")
     fig = image_grid_figure(rgb_batch(cells), titles, ncols=2 + len(classifiers) * len(METHODS), title="Attribution methods on real photos")
     path.parent.mkdir(parents=True, exist_ok=True)

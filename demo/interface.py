@@ -131,7 +131,7 @@ def in_words(classifier: Classifier, photo: str | bytes | None) -> str:
 def model_card(classifier: Classifier) -> str:
     meta = classifier.meta
     views = meta.get("test_accuracy_views")  # model.pt files older than it: the single-view figure only
-    as_read = f", {views:.2%} with its mirror image, as this demo reads it" if views is not None else ""
+    as_read = f", {views:.2%} with its mirror image, as this demo reads it" if views is not None and classifier.mirror else ""
     return (
         f"**Model card** · run `{meta.get('run_name', '?')}` · {meta['arch']} · "
         f"test accuracy **{meta.get('test_accuracy', 0):.2%}** on the 10,000 Fashion-MNIST test images (each image "

@@ -80,6 +80,25 @@ def test_averaged_logits_average_the_tile_and_its_mirror_image():
     assert torch.allclose(collect_logits(model, tiles), expected, atol=1e-6) and model.training, "mode restored"
 
 
+def test_without_the_mirror_view_a_tile_is_read_as_it_is():
+    """A model trained without mirrored shoes (`train.hflip_footwear=false`) is read without the mirror views, which
+    it misreads: the logits, the temperature's and a photo's too, and the maps brought back onto the tile."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    tiles = torch.randn(5, 1, 28, 28)
+    assert torch.equal(views(tiles, mirror=False), tiles)
+    assert torch.allclose(averaged_logits(model, tiles, mirror=False), model(tiles), atol=1e-6)
+    assert torch.allclose(collect_logits(model, tiles, mirror=False), model(tiles), atol=1e-6)
+    seen = views(tiles[:1], PHOTO_SIZES, mirror=False)
+    assert len(seen) == len(PHOTO_SIZES) and not torch.equal(seen, views(tiles[:1], PHOTO_SIZES)[: len(seen)].flip(-1))
+    tile, tighter = tiles[:1], tiles[1:3]
+    expected = model(torch.cat([views(tile, PHOTO_SIZES, mirror=False), views(thinned(tile, 0.0), THINNED_SIZES, mirror=False),
+                                views(tighter, TIGHTER_SIZES, mirror=False)])).mean(0, keepdim=True)
+    assert torch.allclose(photo_logits(model, tile, tighter, mirror=False), expected, atol=1e-6)
+    maps = views(tiles, PHOTO_SIZES, mirror=False)[:, 0]
+    assert averaged_maps(maps, PHOTO_SIZES, mirror=False).shape == (5, 28, 28)
+    assert torch.allclose(averaged_maps(views(tiles, mirror=False)[:, 0], mirror=False), tiles[:, 0])
+
+
 def test_a_photo_is_also_seen_smaller_with_a_black_margin():
     black = -0.4
     tiles = torch.full((2, 1, 28, 28), 2.0)

@@ -23,6 +23,7 @@ from trainer.config import load_config
 from trainer.data import CLASS_NAMES, FOOTWEAR, InMemoryLoader, load_splits
 from trainer.engines import FusedEMAHandler, create_lr_scheduler, create_optimizer, create_trainer
 from trainer.model import build_model
+from trainer.predict import Classifier
 from trainer.views import averaged_logits
 
 
@@ -267,6 +268,9 @@ def test_a_config_with_its_own_network_trains_and_exports_its_architecture(tmp_p
     model = build_model(payload["arch"], **payload["arch_kwargs"])
     model.load_state_dict(payload["state_dict"])
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # the demo reads a tile with its mirror image only where training mirrored every class (not lenet_margin's shoes)
+    assert payload["mirror_views"] is (config != "configs/lenet_margin.yaml")
+    assert Classifier(tmp_path / "own" / "model.pt").mirror is payload["mirror_views"]
 
 
 @pytest.mark.parametrize("config, unflipped", [("configs/lenet_margin.yaml", FOOTWEAR), ("configs/default.yaml", ())])

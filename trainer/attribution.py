@@ -121,7 +121,7 @@ ATTRIBUTIONS: dict[str, Callable[..., torch.Tensor]] = {
 
 def attribute_views(
     model: nn.Module, tile: torch.Tensor, target: int, background: float, method: str = DEFAULT_METHOD,
-    sizes: tuple[int, ...] | None = None,
+    sizes: tuple[int, ...] | None = None, mirror: bool = True,
 ) -> torch.Tensor:
     """One tile's map (28, 28); with `sizes`, the maps of the classifier's test-time views at those sizes
     (`trainer.views`), each brought back onto the tile's pixels and averaged, as a classifier that averages its
@@ -129,5 +129,6 @@ def attribute_views(
     garment, which blacking out cannot change: the garment's own pixels keep the map."""
     if sizes is None:
         return attribute(model, tile[None], target, background, method)[0]
-    maps = averaged_maps(attribute(model, views(tile[None], sizes, background), target, background, method), sizes)[0]
+    maps = attribute(model, views(tile[None], sizes, background, mirror), target, background, method)
+    maps = averaged_maps(maps, sizes, mirror)[0]
     return maps * (tile[0] != background)

@@ -18,12 +18,12 @@ ECE_BINS = 15
 
 
 @torch.no_grad()  # not inference_mode: fit_temperature takes gradients through these logits
-def collect_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def collect_logits(model: nn.Module, images: torch.Tensor, mirror: bool = True) -> torch.Tensor:
     """`views.averaged_logits` for a stack of normalised images, in eval mode, on the model's device."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    logits = torch.cat([averaged_logits(model, batch.to(device)).float().cpu() for batch in images.split(EVAL_BATCH_SIZE)])
+    logits = torch.cat([averaged_logits(model, batch.to(device), mirror=mirror).float().cpu() for batch in images.split(EVAL_BATCH_SIZE)])
     model.train(was_training)
     return logits
 
@@ -62,7 +62,10 @@ def logits_ece(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 
     return expected_calibration_error(confidence.numpy(), (predicted == labels).numpy())
 
 
-def calibrate(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], photo_factor: float) -> dict[str, float]:
+def calibrate(
+    model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], photo_factor: float,
+    mirror: bool = True,
+) -> dict[str, float]:
     """Temperatures for tiles and for photos, the test set's calibration error before and after, and its accuracy
     with the test-time views the demo classifies with (`trainer.views`).
 
@@ -70,8 +73,8 @@ def calibrate(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], test: tu
     the network is more overconfident on them; their temperature is the tiles' times `photo_factor`, a
     constant of the recipe chosen on real photos (no Fashion-MNIST split can tell how far off photos are).
     """
-    temperature = fit_temperature(collect_logits(model, val[0]), val[1])
-    test_logits = collect_logits(model, test[0])
+    temperature = fit_temperature(collect_logits(model, val[0], mirror), val[1])
+    test_logits = collect_logits(model, test[0], mirror)
     return {
         "temperature": temperature,
         "photo_temperature": temperature * photo_factor,

@@ -59,6 +59,7 @@ class Classifier:
         self.background = normalise_tile(np.zeros((1, 1), np.uint8), self.mean, self.std).item()  # black, as tiles have it
         self.temperature = float(self.meta.get("temperature", 1.0))  # model.pt files older than calibration: 1
         self.photo_temperature = float(self.meta.get("photo_temperature", self.temperature))
+        self.mirror = bool(self.meta.get("mirror_views", True))  # false for a model trained without mirrored shoes
         self.remember = remember  # uploads whose decoded image and prediction `read_file` keeps
         self._recent: OrderedDict[tuple, tuple[Image.Image, Prediction]] = OrderedDict()
         self._recent_lock = threading.Lock()  # the demo classifies several uploads at once
@@ -66,12 +67,12 @@ class Classifier:
     @torch.inference_mode()
     def logits(self, tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES) -> torch.Tensor:
         """Logits of normalised (N, 1, 28, 28) tiles, averaged over the test-time views at these sizes."""
-        return averaged_logits(self.model, tiles, sizes, self.background)
+        return averaged_logits(self.model, tiles, sizes, self.background, self.mirror)
 
     @torch.inference_mode()
     def photo_logits(self, tile: torch.Tensor, tighter: torch.Tensor) -> torch.Tensor:
         """A photo's logits: its normalised (1, 1, 28, 28) tile and (K, 1, 28, 28) tighter cut-outs (trainer.views)."""
-        return photo_logits(self.model, tile, tighter, self.background)
+        return photo_logits(self.model, tile, tighter, self.background, self.mirror)
 
     def classify(self, image: Image.Image) -> Prediction:
         return self.classify_cut(cut_out(image))

@@ -2,12 +2,13 @@
 the classifier and its explanations.
 
 Garments are nearly symmetric and training flips them, so the mirror image is an equally good look at the same
-garment (not for a model trained with `train.hflip_footwear=false`, which never saw a mirrored shoe); averaging the logits of the two makes the answers on photos steadier (docs/real_photos.md). A photo's
-garment is fitted to the whole tile, where a Fashion-MNIST garment leaves a margin at its sides, and training
-rescales the garments by 0.8-1.1: averaging the photo's tile at two sizes, the smaller with a black margin
-(`PHOTO_SIZES`), makes it right more often and ranks its answers better by confidence (docs/real_photos.md,
-"Fourth round"). A photo's tile is also seen thinned (`thinned`, "Sixteenth round"), and its tighter cut-out shrunk
-("Thirteenth round"). Fashion-MNIST's own tiles are better read at full size only (`TILE_SIZES`).
+garment (not for a model trained with `train.hflip_footwear=false`, which never saw a mirrored shoe: such a model is
+read without its mirror images, `mirror=False`); averaging the logits of the two makes the answers on photos steadier
+(docs/real_photos.md). A photo's garment is fitted to the whole tile, where a Fashion-MNIST garment leaves a margin at
+its sides, and training rescales the garments by 0.8-1.1: averaging the photo's tile at two sizes, the smaller with a
+black margin (`PHOTO_SIZES`), makes it right more often and ranks its answers better by confidence
+(docs/real_photos.md, "Fourth round"). A photo's tile is also seen thinned (`thinned`, "Sixteenth round"), and its
+tighter cut-out shrunk ("Thirteenth round"). Fashion-MNIST's own tiles are better read at full size only (`TILE_SIZES`).
 """
 
 import torch
@@ -45,38 +46,43 @@ def thinned(tiles: torch.Tensor, background: float) -> torch.Tensor:
     return background + 0.5 * (garment + eroded)
 
 
-def views(tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: float = 0.0) -> torch.Tensor:
-    """(N, 1, H, W) -> (2SN, 1, H, W) for S sizes: the tiles at each size, then the mirror images of all of them."""
+def views(tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: float = 0.0, mirror: bool = True) -> torch.Tensor:
+    """(N, 1, H, W) -> (2SN, 1, H, W) for S sizes: the tiles at each size, then the mirror images of all of them
+    (without `mirror`, (SN, 1, H, W): for a model whose training did not mirror every class)."""
     each = torch.cat([shrunk(tiles, size, background) for size in sizes])
-    return torch.cat([each, each.flip(-1)])
+    return torch.cat([each, each.flip(-1)]) if mirror else each
 
 
-def averaged_logits(model: nn.Module, tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: float = 0.0) -> torch.Tensor:
+def averaged_logits(
+    model: nn.Module, tiles: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, background: float = 0.0, mirror: bool = True,
+) -> torch.Tensor:
     """The model's logits for (N, 1, H, W) normalised tiles, averaged over their views: what the demo classifies with."""
-    return model(views(tiles, sizes, background)).view(2 * len(sizes), len(tiles), -1).mean(0)
+    logits = model(views(tiles, sizes, background, mirror))
+    return logits.view(-1, len(tiles), logits.shape[-1]).mean(0)
 
 
-def photo_logits(model: nn.Module, tile: torch.Tensor, tighter: torch.Tensor, background: float = 0.0) -> torch.Tensor:
+def photo_logits(model: nn.Module, tile: torch.Tensor, tighter: torch.Tensor, background: float = 0.0, mirror: bool = True) -> torch.Tensor:
     """A photo's logits (1, C): its (1, 1, H, W) tile at PHOTO_SIZES, the tile thinned at THINNED_SIZES, and its
-    (K, 1, H, W) tighter cut-outs at TIGHTER_SIZES, each view with its mirror image, averaged in one batch.  Where a
+    (K, 1, H, W) tighter cut-outs at TIGHTER_SIZES, each view with its mirror image (with `mirror`), averaged in one batch.  Where a
     photo's garment ends is uncertain; the tighter cut-out, without its shadow and pale edges, shrunk as the smaller view
     is, makes the answers right more often and ranks them better by confidence; at full size it does not help
     (docs/real_photos.md, "Thirteenth round").  The thinned views make pullovers and shoes right more often, at some
     cost to coats (docs/real_photos.md, "Sixteenth round")."""
     every_view = torch.cat([
-        views(tile, PHOTO_SIZES, background),
-        views(thinned(tile, background), THINNED_SIZES, background),
-        views(tighter, TIGHTER_SIZES, background),
+        views(tile, PHOTO_SIZES, background, mirror),
+        views(thinned(tile, background), THINNED_SIZES, background, mirror),
+        views(tighter, TIGHTER_SIZES, background, mirror),
     ])
     return model(every_view).mean(0, keepdim=True)
 
 
-def averaged_maps(maps: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES) -> torch.Tensor:
-    """Per-view (2SN, H, W) maps over the pixels of `views(tiles, sizes)` -> (N, H, W) over the tiles' own pixels:
-    mirrored back, and the smaller views' squares stretched back to the whole tile."""
+def averaged_maps(maps: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, mirror: bool = True) -> torch.Tensor:
+    """Per-view (2SN, H, W) maps over the pixels of `views(tiles, sizes, mirror=mirror)` ((SN, H, W) without `mirror`)
+    -> (N, H, W) over the tiles' own pixels: mirrored back, and the smaller views' squares stretched back to the whole
+    tile."""
     full = maps.shape[-1]
-    per_view = maps.view(2, len(sizes), -1, full, full)
-    per_view = torch.cat([per_view[0], per_view[1].flip(-1)])
+    per_view = maps.view(2 if mirror else 1, len(sizes), -1, full, full)
+    per_view = torch.cat([per_view[0], per_view[1].flip(-1)]) if mirror else per_view[0]
     back = []
     for size, view_maps in zip(sizes * 2, per_view):
         middle = _middle(full, size)
