@@ -222,7 +222,9 @@ class InMemoryLoader:
         idx = self.indices()
         # Drawn for the whole epoch up front, so a run resumed in mid-epoch draws the same.
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 50_021)
-        flips = (torch.rand(len(idx), generator=g) < 0.5) & ~torch.isin(self.labels[idx], self.unflipped_classes) if self.hflip else None
+        flips = None
+        if self.hflip:
+            flips = (torch.rand(len(idx), generator=g) < 0.5) & ~torch.isin(self.labels[idx], self.unflipped_classes)
         shifts = torch.randint(0, 2 * self.max_shift + 1, (self.num_batches, 2), generator=g) if self.max_shift else None
         for b in range(self.start_batch, self.num_batches):
             rows = slice(b * self.batch_size, (b + 1) * self.batch_size)

@@ -50,8 +50,9 @@ def explain(
     class_name = class_name or prediction.top(1)[0][0]
     tile = normalise_tile(prediction.seen, classifier.mean, classifier.std)
     target = classifier.class_names.index(class_name)
-    # the maps of the tile's own views (both sizes, mirrored where the classifier mirrors), averaged: for a photo the classifier also averages thinned
-    # and tighter views, which the maps leave out for time; they are as faithful to its answer (docs/explanations.md)
+    # the maps of the tile's own views (both sizes, mirrored where the classifier mirrors), averaged: for a photo the
+    # classifier also averages thinned and tighter views, which the maps leave out for time; they are as faithful to its
+    # answer (docs/explanations.md)
     heat = attribute_views(classifier.model, tile, target, classifier.background, method, prediction.sizes, classifier.mirror)
     # blacking out a ripple changes nothing, yet the patches round it would give it the garment's evidence: an outline
     # beside the garment that is not in the photo

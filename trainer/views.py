@@ -80,11 +80,11 @@ def averaged_maps(maps: torch.Tensor, sizes: tuple[int, ...] = TILE_SIZES, mirro
     """Per-view (2SN, H, W) maps over the pixels of `views(tiles, sizes, mirror=mirror)` ((SN, H, W) without `mirror`)
     -> (N, H, W) over the tiles' own pixels: mirrored back, and the smaller views' squares stretched back to the whole
     tile."""
-    full = maps.shape[-1]
-    per_view = maps.view(2 if mirror else 1, len(sizes), -1, full, full)
+    full, copies = maps.shape[-1], 2 if mirror else 1
+    per_view = maps.view(copies, len(sizes), -1, full, full)
     per_view = torch.cat([per_view[0], per_view[1].flip(-1)]) if mirror else per_view[0]
     back = []
-    for size, view_maps in zip(sizes * 2, per_view):
+    for size, view_maps in zip(sizes * copies, per_view, strict=True):
         middle = _middle(full, size)
         square = view_maps[:, middle, middle]
         back.append(square if size == full else F.interpolate(square[:, None], size=(full, full), mode="bilinear", align_corners=False)[:, 0])
